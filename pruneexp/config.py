@@ -1,0 +1,133 @@
+"""Structured-config schemas: one dataclass per config group, registered in Hydra's ConfigStore.
+
+`conf/config.yaml` lists `config_schema` first in its defaults, so every value a user gives is
+checked against these types (a typo in a key or a string where a number belongs fails before any
+work). Names (dataset, model, criterion, schedule) and ranges are checked by `validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # Where torchvision datasets live (read only). PRUNEEXP_DATA, then ./data.
+    root: str = "${oc.env:PRUNEEXP_DATA,./data}"
+    # Where generated datasets (mnist1d) are cached; never the (possibly shared, read-only) root.
+    cache_dir: str = "${oc.env:PRUNEEXP_CACHE,${oc.env:HOME,.}/.cache/pruneexp}"
+    download: bool = True  # torchvision download when missing and the network allows it
+    val_size: int = 5000  # held out of the training set by split_seed
+    test_size: int = 0  # only for datasets with no official test split (digits, synthetic)
+    split_seed: int = 0  # fixed: the same validation split for every run seed
+    augment: bool = False  # random crop (pad 4) + horizontal flip, on the device, per batch
+    normalize: bool = True  # per-channel mean/std of the training split
+    # synthetic only
+    shape: List[int] = field(default_factory=lambda: [1, 8, 8])
+    num_classes: int = 10
+    train_size: int = 512
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: str = "pruneexp"  # or "torchvision": any torchvision classification model by name
+    widths: Optional[List[int]] = None  # hidden widths of `mlp`
+    init: str = "default"  # default | kaiming_normal | glorot_normal | glorot_uniform
+
+
+@dataclass
+class CriterionConfig:
+    name: str = MISSING
+    batches: int = 8  # batches the score is estimated on (several, not one)
+    batch_size: int = 128
+    # Options of individual criteria; each criterion documents the ones it reads.
+    p: float = 1.0  # norm order for structured `norm`
+    variant: str = "weight"
+    probes: int = 8  # Hutchinson probes (obd)
+    damping: float = 0.01  # relative damping of layer Hessians (obs)
+    source: str = "activations"
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PruneConfig:
+    scope: str = "global"  # global | layerwise (and allocations added by the selector)
+    granularity: str = "weight"  # weight | channel | nm | block
+    group_reduce: str = "sum"  # how element scores become group scores: sum | mean | l2
+    exclude: List[str] = field(default_factory=list)  # parameter-name globs, or @first / @last
+    layer_rates: Dict[str, float] = field(default_factory=dict)  # glob|@first|@last -> rate multiplier
+    layer_types: List[str] = field(default_factory=lambda: ["linear", "conv"])
+    n: int = 2  # N:M
+    m: int = 4
+    block: List[int] = field(default_factory=lambda: [4, 4])
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    duration: str = "20ep"  # "40ep" or "5000it"
+    lr_schedule: str = "cosine"  # constant | multistep | cosine
+    milestones: List[str] = field(default_factory=list)  # multistep: durations, e.g. ["10ep", "15ep"]
+    gamma: float = 0.1
+    warmup: str = "0it"  # linear warm-up from 0
+    eval_every: str = "1ep"
+    eval_batch_size: int = 2000
+
+
+@dataclass
+class FinetuneConfig:
+    duration: str = "10ep"
+    lr: float = 0.01
+    lr_schedule: str = "cosine"
+    warmup: str = "0it"
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    threads: Optional[int] = None  # torch.set_num_threads; None leaves torch's default
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    criterion: CriterionConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    experiment: str = "default"
+    sparsity: float = 0.9  # fraction of prunable weights removed at the end of the schedule
+    seed: int = 0
+    # Output locations and display: they do not change results, so the run hash ignores them.
+    results_dir: str = "${oc.env:PRUNEEXP_RESULTS,results}"
+    quiet: bool = False
+    save_checkpoints: bool = True
+
+
+# Keys that do not change what a run computes; the run hash leaves them out.
+NON_RESULT_KEYS = ("results_dir", "quiet", "dataset.root", "dataset.cache_dir", "dataset.download")
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="config_schema", node=Config)
