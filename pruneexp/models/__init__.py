@@ -1,0 +1,71 @@
+"""Model zoo: `create_model(name, input_shape, num_classes, ...)` and the `MODELS` registry.
+
+pruneexp models (each family's module names its paper):
+- ``mlp``, ``lenet_300_100``: LeCun et al. 1998; Frankle & Carbin 2019.
+- ``lenet5``: LeCun et al. 1998.
+- ``conv2``, ``conv4``, ``conv6``: Frankle & Carbin 2019 (Lottery Ticket Hypothesis).
+- ``vgg11``, ``vgg16``: Simonyan & Zisserman 2015 (CIFAR form with BatchNorm, as OpenLTH).
+- ``resnet20``, ``resnet56``: He et al. 2016 (CIFAR ResNets).
+plus any torchvision classification model with ``source="torchvision"``.
+
+Every model uses standard nn modules, each used once per forward, defined in forward order;
+the classifier is the last nn.Linear in ``model.modules()`` order.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pruneexp.errors import PruneexpError
+from pruneexp.models import conv, lenet, mlp, resnet, vgg  # noqa: F401  (registers the models)
+from pruneexp.models.base import MODELS
+from pruneexp.models.init import INIT_SCHEMES, check_init, init_weights
+from pruneexp.models.tv import torchvision_model_names, build_torchvision
+
+SOURCES = ("pruneexp", "torchvision")
+
+__all__ = ["MODELS", "SOURCES", "INIT_SCHEMES", "create_model", "init_weights", "torchvision_model_names"]
+
+
+def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    shape = tuple(input_shape)
+    if not shape or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape):
+        raise PruneexpError(f"Input shape must be a non-empty tuple of positive integers (no batch), but got {input_shape!r}.")
+    return shape
+
+
+def create_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    source: str = "pruneexp",
+    widths: list[int] | None = None,
+    init: str = "default",
+) -> nn.Module:
+    """Build model `name` for inputs of `input_shape` (no batch dim) with `num_classes` logits.
+
+    `source` is "pruneexp" (the registry: LeCun et al. 1998, Frankle & Carbin 2019, Simonyan &
+    Zisserman 2015, He et al. 2016) or "torchvision". `widths` is only for ``mlp``. `init` is one of
+    INIT_SCHEMES (Glorot & Bengio 2010; He et al. 2015). Does not seed: the caller sets the seed.
+    Raises PruneexpError for unknown names/sources/inits, misplaced widths, or unsupported shapes.
+    """
+    check_init(init)
+    shape = _check_shape(input_shape)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise PruneexpError(f"num_classes must be a positive integer, but got {num_classes!r}.")
+    if source == "pruneexp":
+        factory = MODELS.get(name)
+        if widths is not None:
+            if not MODELS.meta(name).get("widths", False):
+                raise PruneexpError(f"Model '{name}' does not take widths; only 'mlp' does.")
+            model = factory(shape, num_classes, widths=list(widths))
+        else:
+            model = factory(shape, num_classes)
+    elif source == "torchvision":
+        if widths is not None:
+            raise PruneexpError(f"Torchvision model '{name}' does not take widths; only 'mlp' does.")
+        model = build_torchvision(name, shape, num_classes)
+    else:
+        raise PruneexpError(f"Unknown model source '{source}'. Known sources: {', '.join(SOURCES)}.")
+    return init_weights(model, init)

@@ -1,0 +1,28 @@
+"""The model registry and input-shape checks shared by every model family.
+
+Each registered factory is called as ``factory(input_shape, num_classes, **kwargs)`` and returns
+an ``nn.Module`` built from standard layers, defined in forward order, whose last ``nn.Linear`` in
+module order is the classifier. Only ``mlp`` is registered with ``widths=True`` (it takes ``widths``).
+"""
+
+from __future__ import annotations
+
+from pruneexp.errors import PruneexpError
+from pruneexp.registry import Registry
+
+MODELS = Registry("model")
+
+
+def image_shape(input_shape: tuple[int, ...], model: str, min_size: int) -> tuple[int, int, int]:
+    """Check that `input_shape` is an image (C, H, W) with H and W at least `min_size`.
+
+    Returns (C, H, W); raises PruneexpError with a one-sentence message otherwise.
+    """
+    shape = tuple(input_shape)
+    need = f"Model '{model}' needs an image input of shape (channels, height, width) with height and width at least {min_size}"
+    if len(shape) != 3:
+        raise PruneexpError(f"{need}, but got input shape {shape}.")
+    c, h, w = shape
+    if h < min_size or w < min_size:
+        raise PruneexpError(f"{need}, but got input shape {shape}.")
+    return c, h, w

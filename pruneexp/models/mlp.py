@@ -1,0 +1,53 @@
+"""Fully connected networks: ``mlp`` and the ``lenet_300_100`` preset.
+
+LeNet-300-100 is from LeCun et al. 1998, "Gradient-based learning applied to document
+recognition", and is the MNIST network of Frankle & Carbin 2019, "The Lottery Ticket Hypothesis".
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from pruneexp.errors import PruneexpError
+from pruneexp.models.base import MODELS
+
+DEFAULT_WIDTHS = [300, 100]
+
+
+class MLP(nn.Module):
+    """Flatten -> (Linear, ReLU) per hidden width -> Linear(num_classes).
+
+    The multilayer perceptron of LeCun et al. 1998 (LeNet-300-100 with widths [300, 100]),
+    as used by Frankle & Carbin 2019. Accepts any input shape (it is flattened).
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: list[int] | None = None):
+        super().__init__()
+        widths = list(DEFAULT_WIDTHS if widths is None else widths)
+        if any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths):
+            raise PruneexpError(f"Model 'mlp' needs widths to be a list of positive integers, but got {widths}.")
+        in_features = math.prod(input_shape)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width in widths:
+            layers += [nn.Linear(in_features, width), nn.ReLU()]
+            in_features = width
+        layers.append(nn.Linear(in_features, num_classes))
+        self.layers = nn.Sequential(*layers)
+        self.widths = widths
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+@MODELS.register("mlp", widths=True)
+def mlp(input_shape: tuple[int, ...], num_classes: int, widths: list[int] | None = None) -> MLP:
+    """Multilayer perceptron (LeCun et al. 1998); hidden widths default to [300, 100]."""
+    return MLP(input_shape, num_classes, widths)
+
+
+@MODELS.register("lenet_300_100")
+def lenet_300_100(input_shape: tuple[int, ...], num_classes: int) -> MLP:
+    """LeNet-300-100 (LeCun et al. 1998; Frankle & Carbin 2019): mlp with widths [300, 100]."""
+    return MLP(input_shape, num_classes, [300, 100])
