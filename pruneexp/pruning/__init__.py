@@ -1,0 +1,1 @@
+"""Pruning: masks, criteria (scores), the selector (scores -> masks)."""

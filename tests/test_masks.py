@@ -1,0 +1,68 @@
+"""MaskSet, prunable weights, sparsity counts and FLOPs on small models with known answers."""
+
+import pytest
+import torch
+from torch import nn
+
+from pruneexp.errors import PruneexpError
+from pruneexp.measure import count_layer_flops, effective_flops
+from pruneexp.pruning.masks import MaskSet, prunable_weights
+
+
+def small_net():
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10), nn.ReLU(), nn.Linear(10, 3))
+
+
+def test_prunable_weights_are_conv_and_linear_weights_only():
+    params = prunable_weights(small_net())
+    assert list(params) == ["0.weight", "4.weight", "6.weight"]
+    assert list(prunable_weights(small_net(), exclude=["@first"])) == ["4.weight", "6.weight"]
+    assert list(prunable_weights(small_net(), exclude=["@last", "0"])) == ["4.weight"]
+    assert list(prunable_weights(small_net(), layer_types=["linear"])) == ["4.weight", "6.weight"]
+    with pytest.raises(PruneexpError, match="matches no prunable layer"):
+        prunable_weights(small_net(), exclude=["fc*"])
+    with pytest.raises(PruneexpError, match="no layer to prune"):
+        prunable_weights(small_net(), exclude=["*"])
+
+
+def test_report_counts_exactly():
+    model = small_net()
+    masks = MaskSet.dense(prunable_weights(model))
+    masks.masks["6.weight"][:, :5] = False  # 15 of 30 pruned
+    masks.masks["0.weight"][0] = False  # 9 of 36 pruned
+    rep = masks.report(model)
+    assert rep.prunable == 36 + 1440 + 30
+    assert rep.prunable_nonzero == rep.prunable - 24
+    assert rep.layers["6.weight"] == (30, 15)
+    total = sum(p.numel() for p in model.parameters())
+    assert rep.total == total and rep.total_nonzero == total - 24
+    assert rep.sparsity == pytest.approx(24 / 1506)
+
+
+def test_apply_and_binder_zero_exactly_the_masked_entries():
+    model = small_net()
+    masks = MaskSet.dense(prunable_weights(model))
+    masks.masks["4.weight"][3, ::2] = False
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.0)
+    masks.binder(model)()
+    w = model[4].weight
+    assert (w[3, ::2] == 0).all() and (w[3, 1::2] == 1).all() and int((w == 0).sum()) == 72
+
+
+def test_state_dict_round_trip():
+    masks = MaskSet.dense(prunable_weights(small_net()))
+    masks.masks["0.weight"][1] = False
+    again = MaskSet.from_state_dict(masks.state_dict())
+    assert again.equal(masks) and again.weights == masks.weights
+
+
+def test_flops_dense_and_effective():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    masks = MaskSet.dense(prunable_weights(model))
+    flops = count_layer_flops(model, (1, 8, 8), list(masks.weights))
+    assert flops.per_weight == {"1.weight": 2 * 64 * 300, "3.weight": 2 * 300 * 100, "5.weight": 2 * 100 * 10}
+    assert flops.total == sum(flops.per_weight.values())
+    masks.masks["1.weight"][:, :32] = False  # half of layer 1
+    assert effective_flops(flops, masks) == flops.total - 64 * 300

@@ -1,0 +1,72 @@
+"""The selector on hand-made scores whose right masks are known."""
+
+import pytest
+import torch
+
+from pruneexp.errors import PruneexpError
+from pruneexp.pruning.masks import MaskSet
+from pruneexp.pruning.select import n_to_keep, select, top_k_mask
+
+
+def masks_for(**shapes):
+    return MaskSet({n: torch.ones(s, dtype=torch.bool) for n, s in shapes.items()})
+
+
+def test_global_keeps_the_largest_scores_across_layers():
+    scores = {"a": torch.tensor([[1.0, 9.0], [3.0, 7.0]]), "b": torch.tensor([2.0, 8.0, 4.0, 6.0])}
+    new = select(scores, 0.5, masks_for(a=(2, 2), b=(4,)), scope="global")
+    # 8 weights, keep 4: scores 9, 8, 7, 6
+    assert new["a"].tolist() == [[False, True], [False, True]]
+    assert new["b"].tolist() == [False, True, False, True]
+
+
+def test_layerwise_prunes_each_layer_to_the_target():
+    scores = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0])}
+    new = select(scores, 0.75, masks_for(a=(4,), b=(8,)), scope="layerwise")
+    assert new["a"].tolist() == [False, False, False, True]
+    assert new["b"].tolist() == [False] * 6 + [True] * 2
+    # global at the same target would have emptied layer a: it keeps one weight instead
+    glob = select(scores, 0.75, masks_for(a=(4,), b=(8,)), scope="global")
+    assert int(glob["a"].sum()) == 1 and glob["a"].tolist() == [False, False, False, True]
+    assert int(glob["b"].sum()) == 3
+
+
+def test_ties_are_broken_by_index_deterministically():
+    scores = {"a": torch.ones(10)}
+    first = select(scores, 0.6, masks_for(a=(10,)), scope="layerwise")
+    assert first["a"].tolist() == [True] * 4 + [False] * 6
+    for _ in range(3):
+        assert select(scores, 0.6, masks_for(a=(10,)), scope="layerwise").equal(first)
+
+
+def test_already_pruned_weights_stay_pruned_and_count_towards_the_target():
+    scores = {"a": torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.0, 9.0, 8.0])}
+    current = MaskSet({"a": torch.tensor([True] * 6 + [False] * 2)})  # 9 and 8 already pruned
+    new = select(scores, 0.5, current, scope="global")
+    assert new["a"].tolist() == [True, True, True, True, False, False, False, False]
+    # a target below the current sparsity never revives a pruned weight
+    revived = select(scores, 0.0, current, scope="global")
+    assert revived["a"].tolist() == current["a"].tolist()
+
+
+def test_layer_rate_multipliers_and_first_last_rules():
+    scores = {"l1.weight": torch.arange(100.0), "l2.weight": torch.arange(100.0), "out.weight": torch.arange(10.0)}
+    current = masks_for(**{"l1.weight": (100,), "l2.weight": (100,), "out.weight": (10,)})
+    new = select(scores, 0.2, current, scope="layerwise", layer_rates={"@last": 0.5})
+    assert [int(new[n].sum()) for n in current.weights] == [80, 80, 9]
+    new = select(scores, 0.2, current, scope="layerwise", layer_rates={"l*": 2.0, "@first": 0.0})
+    assert [int(new[n].sum()) for n in current.weights] == [100, 60, 8]
+
+
+def test_bad_targets_are_refused():
+    with pytest.raises(PruneexpError, match=r"\[0, 1\)"):
+        select({"a": torch.ones(4)}, 1.0, masks_for(a=(4,)))
+    with pytest.raises(PruneexpError, match="layerwise"):
+        select({"a": torch.ones(4)}, 0.5, masks_for(a=(4,)), layer_rates={"a": 0.5})
+    with pytest.raises(PruneexpError, match="matches no prunable layer"):
+        select({"a": torch.ones(4)}, 0.5, masks_for(a=(4,)), scope="layerwise", layer_rates={"nope*": 0.5})
+
+
+def test_helpers():
+    assert n_to_keep(10, 0.95) == 1 and n_to_keep(10, 0.5) == 5 and n_to_keep(1000, 0.9) == 100
+    assert top_k_mask(torch.tensor([1.0, float("-inf"), 3.0]), 3).tolist() == [True, False, True]
