@@ -1,0 +1,49 @@
+"""Optimizers and learning-rate schedules, as pure functions of the step (so rewinding is exact)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import torch
+
+from pruneexp.errors import PruneexpError
+from pruneexp.train.durations import to_steps
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("constant", "multistep", "cosine")
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Adam or AdamW from the train config."""
+    params = list(params)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    raise PruneexpError(f"Unknown train.optimizer '{cfg.optimizer}'; known: {', '.join(OPTIMIZERS)}.")
+
+
+def lr_factor(cfg: Any, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the base LR at each step: linear warm-up from 0 over `warmup`, then
+    constant, multistep (x gamma at each milestone) or cosine to 0 at `total_steps`."""
+    warmup = to_steps(cfg.warmup, steps_per_epoch)
+    kind = cfg.lr_schedule
+    if kind not in LR_SCHEDULES:
+        raise PruneexpError(f"Unknown lr_schedule '{kind}'; known: {', '.join(LR_SCHEDULES)}.")
+    milestones = sorted(to_steps(m, steps_per_epoch) for m in getattr(cfg, "milestones", []) or [])
+    gamma = getattr(cfg, "gamma", 0.1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        if kind == "multistep":
+            return gamma ** sum(step >= m for m in milestones)
+        span = max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+
+    return factor
