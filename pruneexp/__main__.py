@@ -1,0 +1,3 @@
+from pruneexp.cli import main
+
+main()

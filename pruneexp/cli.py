@@ -1,0 +1,93 @@
+"""The `pruneexp` command: `run` (a Hydra app over conf/) and `list`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from pruneexp.errors import PruneexpError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+USAGE = """usage: pruneexp <command> [args]
+
+commands:
+  run [overrides] [-m]   run an experiment (a Hydra app over conf/; -m sweeps, e.g. -m sparsity=0.5,0.8,0.9)
+  list                   show every registered dataset, model, criterion, schedule and hardware target
+
+`pruneexp run --help` shows the config groups and the resolved config."""
+
+
+def fail(message: str) -> None:
+    """Print a user-facing error as one paragraph (no traceback) and exit with status 2."""
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(2)
+
+
+def run_command(args: list[str]) -> None:
+    import hydra
+    from omegaconf import DictConfig
+
+    from pruneexp.config import register_configs
+
+    register_configs()
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def app(cfg: DictConfig) -> None:
+        from pruneexp.runner import run
+
+        try:
+            run(cfg)
+        except PruneexpError as err:
+            fail(str(err))
+
+    sys.argv = ["pruneexp run", *args]
+    app()
+
+
+def list_command() -> None:
+    from pruneexp.data import DATASETS
+    from pruneexp.models import MODELS, torchvision_model_names
+    from pruneexp.pruning.criteria import CRITERIA, supported_granularities
+    from pruneexp.schedules import SCHEDULES
+
+    table = Table(title="pruneexp registry")
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("notes")
+    for name in DATASETS:
+        table.add_row("dataset", name, "")
+    for name in MODELS:
+        table.add_row("model", name, "")
+    table.add_row("model", "torchvision", f"{len(torchvision_model_names())} torchvision classification models: model=torchvision model.name=resnet18")
+    for name in CRITERIA:
+        table.add_row("criterion", name, "granularities: " + ", ".join(supported_granularities(name)))
+    for name in SCHEDULES:
+        table.add_row("schedule", name, "")
+    for path in sorted((CONF_DIR / "hardware").glob("*.yaml")):
+        table.add_row("hardware", path.stem, "")
+    Console().print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = args[0], args[1:]
+    try:
+        if command == "run":
+            run_command(rest)
+        elif command == "list":
+            list_command()
+        else:
+            fail(f"Unknown command '{command}'. Commands: run, list. See `pruneexp --help`.")
+    except PruneexpError as err:
+        fail(str(err))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""One run's directory: results/<experiment>/<hash>/ with config.yaml, levels.csv, layers.csv,
+train_log.csv, summary.json and per-level masks and checkpoints. Every file is written atomically
+(temp file in the same directory, fsync, rename), so an interrupted run never leaves a torn file,
+and a run that is started again resumes from the levels already on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pandas as pd
+import torch
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary path beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_csv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    frame = pd.DataFrame(list(rows))
+    atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+class RunStore:
+    """Files of one run. Level artefacts are keyed by level number."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def write_config(self, yaml_text: str) -> None:
+        write_text(self.path("config.yaml"), yaml_text)
+
+    def write_levels(self, rows: list[dict[str, Any]]) -> None:
+        write_csv(self.path("levels.csv"), rows)
+
+    def write_layers(self, rows: list[dict[str, Any]]) -> None:
+        write_csv(self.path("layers.csv"), rows)
+
+    def write_train_log(self, rows: list[dict[str, Any]]) -> None:
+        write_csv(self.path("train_log.csv"), rows)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_text(self.path("summary.json"), json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+
+    def read_csv(self, name: str) -> list[dict[str, Any]]:
+        path = self.path(name)
+        if not path.exists():
+            return []
+        return pd.read_csv(path).to_dict("records")
+
+    def read_summary(self) -> dict[str, Any] | None:
+        path = self.path("summary.json")
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def level_file(self, level: int) -> Path:
+        return self.path(f"levels/level_{level:03d}.pt")
+
+    def save_level(self, level: int, state: dict[str, Any]) -> None:
+        """Masks (always) and, when present, model weights of a finished level."""
+        atomic_write(self.level_file(level), lambda p: torch.save(state, p))
+
+    def load_level(self, level: int) -> dict[str, Any] | None:
+        path = self.level_file(level)
+        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None

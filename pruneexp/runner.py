@@ -1,0 +1,110 @@
+"""`pruneexp run`: validate the config, load the data, drive the schedule, measure each level and
+write it to the run's directory as soon as it is reached (so an interrupted run resumes)."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from pruneexp.config import NON_RESULT_KEYS
+from pruneexp.data import load_data
+from pruneexp.measure import count_layer_flops, effective_flops
+from pruneexp.results import RunStore, run_hash
+from pruneexp.results.table import print_levels
+from pruneexp.schedules import SCHEDULES, Level, RunContext
+from pruneexp.validate import validate
+
+
+@dataclass
+class RunOutcome:
+    directory: Path
+    levels: list[dict[str, Any]]
+    resumed_levels: int
+
+
+def run_directory(cfg: DictConfig) -> Path:
+    """results/<experiment>/<hash of the resolved config, output paths left out>."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return Path(cfg.results_dir) / cfg.experiment / run_hash(resolved, NON_RESULT_KEYS)
+
+
+def level_row(level: Level, flops: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The levels.csv row of a level and its layers.csv rows (exact counts, no wall times, so the
+    same seed gives the same file)."""
+    rep = level.masks.report(level.model)
+    eff = effective_flops(flops, level.masks)
+    row = dict(level=level.level, name=level.name, sparsity=rep.sparsity, sparsity_all=rep.sparsity_all,
+               prunable_params=rep.prunable, nonzero_prunable=rep.prunable_nonzero, total_params=rep.total,
+               nonzero_params=rep.total_nonzero, dense_flops=flops.total, effective_flops=eff,
+               flop_ratio=eff / flops.total, **level.metrics)
+    layers = [dict(level=level.level, layer=name, numel=numel, nonzero=kept, sparsity=1 - kept / numel)
+              for name, (numel, kept) in rep.layers.items()]
+    return row, layers
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
+    """Run one experiment end to end; return where it wrote and its level rows."""
+    console = console or Console(quiet=cfg.quiet)
+    validate(cfg)
+    directory = run_directory(cfg)
+    store = RunStore(directory)
+    title = f"{cfg.experiment}/{directory.name}: {cfg.schedule.name} {cfg.criterion.name} on {cfg.model.name}/{cfg.dataset.name}"
+    summary = store.read_summary()
+    if summary is not None and summary.get("status") == "complete":
+        rows = store.read_csv("levels.csv")
+        console.print(f"[green]Already complete[/green]: {directory} (delete it to run again)")
+        print_levels(rows, title, console)
+        return RunOutcome(directory, rows, resumed_levels=len(rows))
+
+    if cfg.hardware.threads:
+        torch.set_num_threads(cfg.hardware.threads)
+    device = torch.device(cfg.hardware.device)
+    started = time.perf_counter()
+    data = load_data(cfg.dataset, device)
+    store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+    ctx = RunContext(cfg, data, device, load_level=store.load_level, quiet=cfg.quiet)
+    previous_log = store.read_csv("train_log.csv")
+
+    rows: list[dict[str, Any]] = []
+    layers: list[dict[str, Any]] = []
+    flops, resumed = None, 0
+    for level in SCHEDULES.get(cfg.schedule.name)(ctx):
+        if flops is None:
+            flops = count_layer_flops(level.model, data.input_shape, list(level.masks.weights))
+        row, layer_rows = level_row(level, flops)
+        rows.append(row)
+        layers.extend(layer_rows)
+        if level.restored:
+            resumed += 1
+            ctx.train_log[:0] = [r for r in previous_log if r["level"] == level.level]
+        else:
+            state = {"masks": level.masks.state_dict(), "metrics": level.metrics}
+            if cfg.save_checkpoints:
+                state["model"] = {k: v.detach().cpu() for k, v in level.model.state_dict().items()}
+            store.save_level(level.level, state)
+        store.write_levels(rows)
+        store.write_layers(layers)
+        store.write_train_log(sorted(ctx.train_log, key=lambda r: (r["level"], r["step"])))
+        store.write_summary(_summary(cfg, directory, rows, "running", started, device))
+        console.print(f"level {row['level']} {row['name']}: sparsity {row['sparsity']:.4f}, "
+                      f"val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}" + (" (resumed)" if level.restored else ""))
+    store.write_summary(_summary(cfg, directory, rows, "complete", started, device))
+    print_levels(rows, title, console)
+    console.print(f"Results: {directory}")
+    return RunOutcome(directory, rows, resumed)
+
+
+def _summary(cfg: DictConfig, directory: Path, rows: list[dict[str, Any]], status: str, started: float,
+             device: torch.device) -> dict[str, Any]:
+    return dict(status=status, run=directory.name, experiment=cfg.experiment, levels=len(rows),
+                final=rows[-1] if rows else None, wall_s=round(time.perf_counter() - started, 3),
+                device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                machine=platform.machine(), processor=platform.processor() or platform.machine(),
+                python=platform.python_version())

@@ -1,0 +1,119 @@
+"""What a schedule works with: the config, the resident data, and the moves every schedule makes
+(build a model, train, score + select, evaluate, record a level, restore a finished level)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from pruneexp.data import DataSplits
+from pruneexp.models import create_model
+from pruneexp.pruning.criteria import ScoreContext, score
+from pruneexp.pruning.masks import MaskSet, prunable_weights
+from pruneexp.pruning.select import select
+from pruneexp.train import TrainResult, epoch_order, evaluate, train
+
+
+@dataclass
+class Level:
+    """One sparsity level a schedule reached: the model and masks there, and its measurements."""
+
+    level: int
+    name: str
+    model: nn.Module
+    masks: MaskSet
+    metrics: dict[str, Any]
+    restored: bool = False  # read back from a previous (interrupted) run, not recomputed
+
+
+LevelLoader = Callable[[int], "dict[str, Any] | None"]
+
+
+@dataclass
+class RunContext:
+    cfg: Any  # the resolved run config (DictConfig)
+    data: DataSplits
+    device: torch.device
+    load_level: LevelLoader = lambda level: None
+    quiet: bool = False
+    train_log: list[dict[str, Any]] = field(default_factory=list)
+
+    # ---- building ----------------------------------------------------------------------------
+    def build_model(self, seed: int | None = None) -> nn.Module:
+        """The model of the config, its weights drawn after seeding with `seed` (default: run seed)."""
+        m = self.cfg.model
+        torch.manual_seed(self.cfg.seed if seed is None else seed)
+        model = create_model(m.name, self.data.input_shape, self.data.num_classes, source=m.source,
+                             widths=None if m.widths is None else list(m.widths), init=m.init)
+        return model.to(self.device)
+
+    def prunable(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        return prunable_weights(model, self.cfg.prune.layer_types, self.cfg.prune.exclude)
+
+    def dense_masks(self, model: nn.Module) -> MaskSet:
+        return MaskSet.dense(self.prunable(model))
+
+    # ---- training ----------------------------------------------------------------------------
+    def train_cfg(self, overrides: Any = None) -> Any:
+        """The train config, with a phase's overrides (e.g. the fine-tuning duration and LR) on top."""
+        if overrides is None:
+            return self.cfg.train
+        return OmegaConf.merge(self.cfg.train, OmegaConf.to_container(overrides, resolve=True))
+
+    def train(self, model: nn.Module, masks: MaskSet, cfg: Any, phase: str, level: int, **kwargs: Any) -> TrainResult:
+        result = train(model, self.data, masks, cfg, seed=self.cfg.seed, phase=phase, quiet=self.quiet, **kwargs)
+        self.train_log.extend({"level": level, **row} for row in result.log)
+        return result
+
+    # ---- pruning -----------------------------------------------------------------------------
+    def scoring_batches(self) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
+        """The criterion's batches: the first `criterion.batches` batches of a permutation of the
+        training split seeded by the run seed (the same batches every call)."""
+        c, d = self.cfg.criterion, self.data
+        order = epoch_order(self.cfg.seed, -1, len(d.train_x), d.train_x.device)
+
+        def batches() -> Iterator[tuple[Tensor, Tensor]]:
+            for i in range(c.batches):
+                idx = order[i * c.batch_size : (i + 1) * c.batch_size]
+                if len(idx):
+                    yield d.train_x[idx], d.train_y[idx]
+
+        return batches
+
+    def prune(self, model: nn.Module, masks: MaskSet, sparsity: float) -> MaskSet:
+        """Score with the configured criterion, select to `sparsity`, apply the new masks."""
+        p = self.cfg.prune
+        ctx = ScoreContext(model=model, params=self.prunable(model), masks=masks, batches=self.scoring_batches(),
+                           loss_fn=F.cross_entropy, cfg=self.cfg.criterion, seed=self.cfg.seed)
+        scores = score(self.cfg.criterion.name, ctx)
+        new = select(scores, sparsity, masks, scope=p.scope, granularity=p.granularity, layer_rates=dict(p.layer_rates))
+        new.apply_(model)
+        return new
+
+    # ---- levels ------------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        bs = self.cfg.train.eval_batch_size
+        val_loss, val_acc = evaluate(model, self.data.val_x, self.data.val_y, bs)
+        test_loss, test_acc = evaluate(model, self.data.test_x, self.data.test_y, bs)
+        return dict(val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
+
+    def level(self, level: int, name: str, model: nn.Module, masks: MaskSet,
+              work: Callable[[], tuple[MaskSet, TrainResult | None]]) -> Level:
+        """Level `level`: restored from disk if a previous run finished it (weights and masks
+        loaded into `model`), otherwise computed by `work()`, which returns the level's masks and
+        the training result if it trained. Metrics are read on validation and test."""
+        saved = self.load_level(level)
+        if saved is not None and "model" in saved:
+            model.load_state_dict(saved["model"])
+            return Level(level, name, model, MaskSet.from_state_dict(saved["masks"]).to(self.device), saved["metrics"], restored=True)
+        masks, trained = work()
+        metrics = self.evaluate(model)
+        if trained is not None:
+            metrics.update(train_steps=trained.steps, best_val_acc=trained.best_val_acc, best_step=trained.best_step,
+                           test_acc_at_best=trained.test_acc_at_best)
+        return Level(level, name, model, masks, metrics)
