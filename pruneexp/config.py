@@ -123,10 +123,15 @@ class Config:
     results_dir: str = "${oc.env:PRUNEEXP_RESULTS,results}"
     quiet: bool = False
     save_checkpoints: bool = True
+    # Reuse the trained dense network of an earlier run with the same data, model, training and
+    # seed (OpenLTH shares one pretraining among its pruning branches the same way).
+    share_dense: bool = True
 
 
 # Keys that do not change what a run computes; the run hash leaves them out.
-NON_RESULT_KEYS = ("results_dir", "quiet", "dataset.root", "dataset.cache_dir", "dataset.download")
+NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "dataset.root", "dataset.cache_dir", "dataset.download")
+# The part of a config that determines dense training: runs agreeing on it share one dense network.
+DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 
 
 def register_configs() -> None:

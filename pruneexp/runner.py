@@ -13,12 +13,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from pruneexp.config import NON_RESULT_KEYS
+from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS
 from pruneexp.data import load_data
 from pruneexp.measure import count_layer_flops, effective_flops
 from pruneexp.results import RunStore, run_hash
+from pruneexp.results.hashing import drop_keys
 from pruneexp.results.table import print_levels
-from pruneexp.schedules import SCHEDULES, Level, RunContext
+from pruneexp.schedules import SCHEDULES, DenseCache, Level, RunContext
 from pruneexp.validate import validate
 
 
@@ -33,6 +34,22 @@ def run_directory(cfg: DictConfig) -> Path:
     """results/<experiment>/<hash of the resolved config, output paths left out>."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     return Path(cfg.results_dir) / cfg.experiment / run_hash(resolved, NON_RESULT_KEYS)
+
+
+def dense_cache(cfg: DictConfig) -> DenseCache:
+    """The shared dense network of this config: results/pretrained/<hash of DENSE_KEYS>/dense.pt."""
+    if not cfg.share_dense:
+        return DenseCache()
+    resolved = drop_keys(OmegaConf.to_container(cfg, resolve=True), NON_RESULT_KEYS)
+    subset: dict[str, Any] = {}
+    for key in DENSE_KEYS:
+        *parents, leaf = key.split(".")
+        src, dst = resolved, subset
+        for p in parents:
+            src, dst = src[p], dst.setdefault(p, {})
+        dst[leaf] = src[leaf]
+    store = RunStore(Path(cfg.results_dir) / "pretrained" / run_hash(subset))
+    return DenseCache(load=lambda: store.load_file("dense.pt"), save=lambda state: store.save_file("dense.pt", state))
 
 
 def level_row(level: Level, flops: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -69,7 +86,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     started = time.perf_counter()
     data = load_data(cfg.dataset, device)
     store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
-    ctx = RunContext(cfg, data, device, load_level=store.load_level, quiet=cfg.quiet)
+    ctx = RunContext(cfg, data, device, load_level=store.load_level, dense_cache=dense_cache(cfg), quiet=cfg.quiet)
     previous_log = store.read_csv("train_log.csv")
 
     rows: list[dict[str, Any]] = []

@@ -104,3 +104,17 @@ def test_list_shows_every_registry(cli):
     assert proc.returncode == 0, proc.stderr
     for name in ["digits", "mnist1d", "lenet_300_100", "resnet20", "magnitude", "oneshot", "cpu", "cuda", "torchvision"]:
         assert name in proc.stdout
+
+
+def test_runs_that_differ_only_in_pruning_share_one_dense_network(make_cfg, tmp_path):
+    a = run(make_cfg(*TINY, "sparsity=0.5"))
+    b = run(make_cfg(*TINY, "sparsity=0.8"))
+    assert len(list((tmp_path / "results" / "pretrained").iterdir())) == 1
+    assert a.levels[0] == b.levels[0]
+    # the shared network is exactly the one a fresh dense training gives
+    fresh = run(make_cfg(*TINY, "sparsity=0.8", "share_dense=false", f"results_dir={tmp_path / 'fresh'}"))
+    assert (fresh.directory / "levels.csv").read_bytes() == (b.directory / "levels.csv").read_bytes()
+    assert not (tmp_path / "fresh" / "pretrained").exists()
+    # a different training config trains its own
+    run(make_cfg(*TINY, "sparsity=0.8", "train.lr=0.05"))
+    assert len(list((tmp_path / "results" / "pretrained").iterdir())) == 2

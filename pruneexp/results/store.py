@@ -73,13 +73,20 @@ class RunStore:
         path = self.path("summary.json")
         return json.loads(path.read_text()) if path.exists() else None
 
-    def level_file(self, level: int) -> Path:
-        return self.path(f"levels/level_{level:03d}.pt")
+    def save_file(self, name: str, state: dict[str, Any]) -> None:
+        atomic_write(self.path(name), lambda p: torch.save(state, p))
+
+    def load_file(self, name: str) -> dict[str, Any] | None:
+        path = self.path(name)
+        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+    @staticmethod
+    def level_name(level: int) -> str:
+        return f"levels/level_{level:03d}.pt"
 
     def save_level(self, level: int, state: dict[str, Any]) -> None:
         """Masks (always) and, when present, model weights of a finished level."""
-        atomic_write(self.level_file(level), lambda p: torch.save(state, p))
+        self.save_file(self.level_name(level), state)
 
     def load_level(self, level: int) -> dict[str, Any] | None:
-        path = self.level_file(level)
-        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+        return self.load_file(self.level_name(level))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 from pruneexp.registry import Registry
-from pruneexp.schedules.context import Level, RunContext
+from pruneexp.schedules.context import DenseCache, Level, RunContext
 
 Schedule = Callable[[RunContext], Iterator[Level]]
 SCHEDULES: Registry[Schedule] = Registry("schedule")
@@ -13,4 +13,4 @@ SCHEDULES: Registry[Schedule] = Registry("schedule")
 # Register the built-in schedules (one module each).
 from pruneexp.schedules import oneshot  # noqa: E402,F401
 
-__all__ = ["Level", "RunContext", "SCHEDULES", "Schedule"]
+__all__ = ["DenseCache", "Level", "RunContext", "SCHEDULES", "Schedule"]

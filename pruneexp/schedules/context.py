@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +35,21 @@ LevelLoader = Callable[[int], "dict[str, Any] | None"]
 
 
 @dataclass
+class DenseCache:
+    """Where a trained dense network is shared between runs that train it identically; the runner
+    binds `load`/`save` to a directory keyed by the hash of the dense-training config."""
+
+    load: Callable[[], "dict[str, Any] | None"] = lambda: None
+    save: Callable[[dict[str, Any]], None] = lambda state: None
+
+
+@dataclass
 class RunContext:
     cfg: Any  # the resolved run config (DictConfig)
     data: DataSplits
     device: torch.device
     load_level: LevelLoader = lambda level: None
+    dense_cache: DenseCache = field(default_factory=DenseCache)
     quiet: bool = False
     train_log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,6 +78,19 @@ class RunContext:
     def train(self, model: nn.Module, masks: MaskSet, cfg: Any, phase: str, level: int, **kwargs: Any) -> TrainResult:
         result = train(model, self.data, masks, cfg, seed=self.cfg.seed, phase=phase, quiet=self.quiet, **kwargs)
         self.train_log.extend({"level": level, **row} for row in result.log)
+        return result
+
+    def train_dense(self, model: nn.Module, masks: MaskSet, snapshot_at: Collection[int] = ()) -> TrainResult:
+        """Train the dense network with `train`, or load it (with its log and the snapshots asked
+        for) from the dense cache when an identical dense training was done before."""
+        cached = self.dense_cache.load()
+        if cached is not None and set(snapshot_at) <= set(cached["result"].snapshots):
+            model.load_state_dict(cached["model"])
+            self.train_log.extend(cached["log"])
+            return cached["result"]
+        result = self.train(model, masks, self.train_cfg(), "dense", 0, snapshot_at=snapshot_at)
+        self.dense_cache.save(dict(model={k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                   log=[r for r in self.train_log if r["phase"] == "dense"], result=result))
         return result
 
     # ---- pruning -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def oneshot(ctx: RunContext) -> Iterator[Level]:
     model = ctx.build_model()
     dense_masks = ctx.dense_masks(model)
     dense = ctx.level(0, "dense", model, dense_masks,
-                      lambda: (dense_masks, ctx.train(model, dense_masks, ctx.train_cfg(), "dense", 0)))
+                      lambda: (dense_masks, ctx.train_dense(model, dense_masks)))
     yield dense
     pruned = ctx.level(1, "pruned", model, dense.masks, lambda: (ctx.prune(model, dense.masks, cfg.sparsity), None))
     yield pruned
