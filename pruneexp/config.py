@@ -48,16 +48,16 @@ class CriterionConfig:
     batch_size: int = 128
     # Options of individual criteria; each criterion documents the ones it reads.
     p: float = 1.0  # norm order for structured `norm`
-    variant: str = "weight"
+    variant: str = "weight"  # taylor: weight | activation; obd: hutchinson (default) | fisher
     probes: int = 8  # Hutchinson probes (obd)
     damping: float = 0.01  # relative damping of layer Hessians (obs)
-    source: str = "activations"
-    options: Dict[str, Any] = field(default_factory=dict)
+    source: str = "activations"  # entropy: activations | weights
+    options: Dict[str, Any] = field(default_factory=dict)  # entropy: bins
 
 
 @dataclass
 class PruneConfig:
-    scope: str = "global"  # global | layerwise (and allocations added by the selector)
+    scope: str = "global"  # global | layerwise | erk (LAMP: criterion=lamp with scope global)
     granularity: str = "weight"  # weight | channel | nm | block
     group_reduce: str = "sum"  # how element scores become group scores: sum | mean | l2
     exclude: List[str] = field(default_factory=list)  # parameter-name globs, or @first / @last
@@ -126,10 +126,12 @@ class Config:
     # Reuse the trained dense network of an earlier run with the same data, model, training and
     # seed (OpenLTH shares one pretraining among its pruning branches the same way).
     share_dense: bool = True
+    # A sweep over criteria x granularities skips the pairs a criterion cannot score instead of failing.
+    skip_unsupported: bool = False
 
 
 # Keys that do not change what a run computes; the run hash leaves them out.
-NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "dataset.root", "dataset.cache_dir", "dataset.download")
+NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir", "dataset.download")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 

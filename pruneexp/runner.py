@@ -20,7 +20,7 @@ from pruneexp.results import RunStore, run_hash
 from pruneexp.results.hashing import drop_keys
 from pruneexp.results.table import print_levels
 from pruneexp.schedules import SCHEDULES, DenseCache, Level, RunContext
-from pruneexp.validate import validate
+from pruneexp.validate import UnsupportedPair, validate
 
 
 @dataclass
@@ -69,7 +69,13 @@ def level_row(level: Level, flops: Any) -> tuple[dict[str, Any], list[dict[str, 
 def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     """Run one experiment end to end; return where it wrote and its level rows."""
     console = console or Console(quiet=cfg.quiet)
-    validate(cfg)
+    try:
+        validate(cfg)
+    except UnsupportedPair as err:
+        if not cfg.get("skip_unsupported", False):
+            raise
+        console.print(f"[yellow]skipped[/yellow] (skip_unsupported=true): {err}")
+        return RunOutcome(Path(cfg.results_dir), [], 0)
     directory = run_directory(cfg)
     store = RunStore(directory)
     title = f"{cfg.experiment}/{directory.name}: {cfg.schedule.name} {cfg.criterion.name} on {cfg.model.name}/{cfg.dataset.name}"

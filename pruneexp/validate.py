@@ -12,10 +12,36 @@ from pruneexp.data import DATASETS
 from pruneexp.errors import PruneexpError
 from pruneexp.models import MODELS
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
-from pruneexp.pruning.select import GRANULARITIES, SCOPES
+from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
+from pruneexp.pruning.select import SCOPES
 from pruneexp.schedules import SCHEDULES
 from pruneexp.train.durations import check as check_duration
 from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZERS
+
+
+class UnsupportedPair(PruneexpError):
+    """The criterion cannot score the granularity (a sweep may skip such runs: skip_unsupported=true)."""
+
+
+def check_granularity(cfg: Any) -> None:
+    """The granularity is known, its settings are sane, and the criterion can score it."""
+    p, c = cfg.prune, cfg.criterion
+    if p.granularity not in GRANULARITIES:
+        raise PruneexpError(f"Unknown prune.granularity '{p.granularity}'; known: {', '.join(GRANULARITIES)}.")
+    can = supported_granularities(c.name, c.variant)
+    if p.granularity not in can:
+        variant = f" (variant={c.variant})" if c.variant in CRITERIA.meta(c.name)["variants"] else ""
+        raise UnsupportedPair(f"Criterion '{c.name}'{variant} cannot score prune.granularity={p.granularity}; "
+                              f"it supports: {', '.join(can)}.")
+    if p.group_reduce not in GROUP_REDUCE:
+        raise PruneexpError(f"Unknown prune.group_reduce '{p.group_reduce}'; known: {', '.join(GROUP_REDUCE)}.")
+    if p.granularity == "nm":
+        if not 1 <= p.n < p.m:
+            raise PruneexpError(f"prune.n={p.n}, prune.m={p.m}: N:M sparsity needs 1 <= N < M (e.g. 2:4).")
+        if abs(cfg.sparsity - (1 - p.n / p.m)) > 1e-9:
+            raise PruneexpError(f"At prune.granularity=nm the sparsity is 1 - N/M = {1 - p.n / p.m:g}; set sparsity={1 - p.n / p.m:g}.")
+    if p.granularity == "block" and (len(p.block) != 2 or min(p.block) < 1):
+        raise PruneexpError(f"prune.block must be two positive sizes [rows, columns], got {list(p.block)}.")
 
 
 def validate(cfg: Any) -> None:
@@ -30,13 +56,9 @@ def validate(cfg: Any) -> None:
     p = cfg.prune
     if p.scope not in SCOPES:
         raise PruneexpError(f"Unknown prune.scope '{p.scope}'; known: {', '.join(SCOPES)}.")
-    if p.granularity not in GRANULARITIES:
-        raise PruneexpError(f"Unknown prune.granularity '{p.granularity}'; known: {', '.join(GRANULARITIES)}.")
-    can = supported_granularities(cfg.criterion.name)
-    if p.granularity not in can:
-        raise PruneexpError(f"Criterion '{cfg.criterion.name}' cannot score prune.granularity={p.granularity}; it supports: {', '.join(can)}.")
-    if p.layer_rates and p.scope == "global":
-        raise PruneexpError("prune.layer_rates needs prune.scope=layerwise: a global ranking has no per-layer rate.")
+    check_granularity(cfg)
+    if p.layer_rates and p.scope != "layerwise":
+        raise PruneexpError(f"prune.layer_rates needs prune.scope=layerwise: a {p.scope} allocation has no per-layer rate.")
     if cfg.criterion.batches < 1 or cfg.criterion.batch_size < 1:
         raise PruneexpError("criterion.batches and criterion.batch_size must be at least 1.")
     t = cfg.train

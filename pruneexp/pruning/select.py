@@ -3,26 +3,36 @@
     masks = select(scores, target, scope, granularity, rules, current_masks)
 
 Rules common to every criterion (a criterion only scores, higher = more important to keep):
-- already-pruned weights stay pruned (their score is -inf and they count towards the target);
+- scores are element scores (the weight's shape) or group scores (`Granularity.group_shape`); element
+  scores reduce to groups by `group_reduce` (sum | mean | l2);
+- at `channel` and `block` granularity the target counts groups (units, blocks), at `weight` weights;
+  `nm` keeps the N best of every M along the input dimension whatever the target;
+- already-pruned weights stay pruned (their score is -inf and they count towards the target; a group
+  is pruned when all its weights are);
 - ties are broken deterministically: among equal scores the earlier index (in parameter order,
   then flattened order) is kept, via a stable sort;
 - at least one unit is kept in every layer;
-- `global` scope ranks all prunable weights together; `layerwise` prunes each layer to the target,
-  scaled by its rate multiplier (Frankle & Carbin 2019 prune the output layer at half rate).
+- `global` scope ranks all prunable groups together; `layerwise` prunes each layer to the target,
+  scaled by its rate multiplier (Frankle & Carbin 2019 prune the output layer at half rate); `erk`
+  gives each layer the Erdos-Renyi-Kernel density of Evci et al. 2020 (RigL), rescaled to hit the
+  target with layers that would exceed density 1 kept dense. LAMP (Lee et al. 2021) is the `lamp`
+  criterion under `global` scope: its scores are already normalised per layer.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
 from torch import Tensor
 
 from pruneexp.errors import PruneexpError
+from pruneexp.pruning.groups import GRANULARITIES, Granularity, nm_keep
 from pruneexp.pruning.masks import MaskSet, match_layers
 
-SCOPES = ("global", "layerwise")
-GRANULARITIES = ("weight",)
+SCOPES = ("global", "layerwise", "erk")
+__all__ = ["GRANULARITIES", "SCOPES", "erk_densities", "layer_targets", "n_to_keep", "select", "top_k_mask"]
 
 
 def layer_targets(names: list[str], sparsity: float, layer_rates: Mapping[str, float]) -> dict[str, float]:
@@ -56,44 +66,91 @@ def top_k_mask(scores: Tensor, k: int) -> Tensor:
     return keep & torch.isfinite(scores)
 
 
+def erk_densities(shapes: Mapping[str, tuple[int, ...]], density: float) -> dict[str, float]:
+    """Erdos-Renyi-Kernel layer densities (Evci et al. 2020, "Rigging the Lottery", Sec. 3(1)):
+    d_l = min(1, eps * sum(shape_l) / prod(shape_l)) (n_out + n_in [+ k_h + k_w] over their product),
+    with eps chosen so that sum_l d_l N_l = density * sum_l N_l; a layer whose d_l would exceed 1 is
+    made dense and eps is solved again for the rest (the RigL reference implementation's loop)."""
+    numel = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: sum(s) / numel[n] for n, s in shapes.items()}
+    budget = density * sum(numel.values())
+    dense: set[str] = set()
+    while True:
+        rest = [n for n in shapes if n not in dense]
+        if not rest:
+            return dict.fromkeys(shapes, 1.0)
+        eps = (budget - sum(numel[n] for n in dense)) / sum(raw[n] * numel[n] for n in rest)
+        over = [n for n in rest if eps * raw[n] > 1.0]
+        if not over:
+            return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+        dense.add(max(over, key=lambda n: raw[n]))
+
+
+def _group_scores(score: Tensor, shape: torch.Size, gran: Granularity, how: str, name: str) -> Tensor:
+    """Group scores of one layer: given directly by the criterion, or reduced from element scores."""
+    score = score.detach().double().cpu()  # float64: a score must not tie by rounding
+    gshape = gran.group_shape(shape)
+    if tuple(score.shape) == gshape:
+        return score
+    if tuple(score.shape) == tuple(shape):
+        return gran.reduce(score, how)
+    raise PruneexpError(f"score of {name} has shape {tuple(score.shape)}; expected {tuple(shape)} or {gshape}.")
+
+
 def select(
     scores: Mapping[str, Tensor],
     sparsity: float,
     current: MaskSet,
     *,
     scope: str = "global",
-    granularity: str = "weight",
+    granularity: str | Granularity = "weight",
     layer_rates: Mapping[str, float] | None = None,
+    group_reduce: str = "sum",
+    frozen: tuple[str, ...] = (),
 ) -> MaskSet:
-    """New masks that remove `sparsity` of the prunable weights (counted over all of them, already
-    pruned ones included), choosing by score within `scope`."""
+    """New masks that remove `sparsity` of the prunable groups (counted over all of them, already
+    pruned ones included), choosing by score within `scope`. Layers in `frozen` keep their masks."""
+    gran = granularity if isinstance(granularity, Granularity) else Granularity(granularity)
     if not 0.0 <= sparsity < 1.0:
         raise PruneexpError(f"sparsity must be in [0, 1), got {sparsity}.")
     if scope not in SCOPES:
         raise PruneexpError(f"Unknown prune.scope '{scope}'; known: {', '.join(SCOPES)}.")
-    if granularity not in GRANULARITIES:
-        raise PruneexpError(f"Unknown prune.granularity '{granularity}'; known: {', '.join(GRANULARITIES)}.")
-    names = list(current.weights)
-    flat = {}
+    if gran.kind not in GRANULARITIES:
+        raise PruneexpError(f"Unknown prune.granularity '{gran.kind}'; known: {', '.join(GRANULARITIES)}.")
+    if layer_rates and scope != "layerwise":
+        raise PruneexpError(f"prune.layer_rates needs prune.scope=layerwise: a {scope} allocation has no per-layer rate.")
+    names = [n for n in current.weights if n not in frozen]
+    shapes = {n: current[n].shape for n in names}
+    masks = dict(current.masks)
+
+    if gran.kind == "nm":
+        for n in names:
+            masks[n] = nm_keep(scores[n].detach().cpu(), current[n].cpu(), gran.n, gran.m, n).to(current[n].device)
+        return MaskSet(masks, current.weights)
+
+    flat, alive = {}, {}
     for n in names:
-        s = scores[n].detach().double().flatten()  # float64: a score must not tie by rounding
-        flat[n] = torch.where(current[n].flatten().to(s.device), s, torch.tensor(float("-inf"), dtype=s.dtype, device=s.device))
+        alive[n] = gran.reduce(current[n].double().cpu(), "sum").flatten() > 0  # a group lives while any weight does
+        s = _group_scores(scores[n], shapes[n], gran, group_reduce, n).flatten()
+        flat[n] = torch.where(alive[n], s, torch.tensor(float("-inf"), dtype=s.dtype))
 
     if scope == "global":
-        if layer_rates:
-            raise PruneexpError("prune.layer_rates needs prune.scope=layerwise: a global ranking has no per-layer rate.")
-        everything = torch.cat([flat[n].cpu() for n in names])
+        everything = torch.cat([flat[n] for n in names])
         keep = top_k_mask(everything, n_to_keep(everything.numel(), sparsity))
         kept = dict(zip(names, keep.split([flat[n].numel() for n in names])))
     else:
-        targets = layer_targets(names, sparsity, layer_rates or {})
-        kept = {n: top_k_mask(flat[n].cpu(), n_to_keep(flat[n].numel(), targets[n])) for n in names}
+        if scope == "erk":
+            dens = erk_densities({n: tuple(shapes[n]) for n in names}, 1.0 - sparsity)
+            targets = {n: 1.0 - d for n, d in dens.items()}
+        else:
+            targets = layer_targets(names, sparsity, layer_rates or {})
+        kept = {n: top_k_mask(flat[n], n_to_keep(flat[n].numel(), targets[n])) for n in names}
 
-    masks = dict(current.masks)
     for n in names:
         k = kept[n]
-        if not k.any():  # never prune a layer to zero: keep its best-scored weight
+        if not k.any():  # never prune a layer to zero: keep its best-scored live group
             k = k.clone()
-            k[int(torch.argmax(scores[n].detach().flatten().cpu()))] = True
-        masks[n] = k.view_as(current[n]).to(current[n].device)
+            k[int(torch.argmax(flat[n]))] = True
+        elem = gran.expand(k.view(gran.group_shape(shapes[n])), shapes[n]).to(current[n].device)
+        masks[n] = elem & current[n]
     return MaskSet(masks, current.weights)

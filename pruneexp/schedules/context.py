@@ -13,8 +13,10 @@ from torch import Tensor, nn
 
 from pruneexp.data import DataSplits
 from pruneexp.models import create_model
+from pruneexp.pruning.channels import with_channel_footprint
 from pruneexp.pruning.criteria import ScoreContext, score
-from pruneexp.pruning.masks import MaskSet, prunable_weights
+from pruneexp.pruning.groups import Granularity
+from pruneexp.pruning.masks import MaskSet, layer_weights, prunable_weights
 from pruneexp.pruning.select import select
 from pruneexp.train import TrainResult, epoch_order, evaluate, train
 
@@ -109,14 +111,34 @@ class RunContext:
         return batches
 
     def prune(self, model: nn.Module, masks: MaskSet, sparsity: float) -> MaskSet:
-        """Score with the configured criterion, select to `sparsity`, apply the new masks."""
+        """Score with the configured criterion, select to `sparsity`, apply the criterion's weight
+        update if it has one (obs), then the new masks. At channel granularity the classifier (the
+        last layer) keeps all its outputs, and each pruned unit's bias and BatchNorm are masked too."""
         p = self.cfg.prune
-        ctx = ScoreContext(model=model, params=self.prunable(model), masks=masks, batches=self.scoring_batches(),
-                           loss_fn=F.cross_entropy, cfg=self.cfg.criterion, seed=self.cfg.seed)
-        scores = score(self.cfg.criterion.name, ctx)
-        new = select(scores, sparsity, masks, scope=p.scope, granularity=p.granularity, layer_rates=dict(p.layer_rates))
+        gran = Granularity.from_cfg(p)
+        params = self.prunable(model)
+        frozen = self.channel_frozen(model) if gran.kind == "channel" else ()
+        ctx = ScoreContext(model=model, params={n: w for n, w in params.items() if n not in frozen}, masks=masks,
+                           batches=self.scoring_batches(), loss_fn=F.cross_entropy, cfg=self.cfg.criterion,
+                           seed=self.cfg.seed, granularity=gran)
+        scored = score(self.cfg.criterion.name, ctx)
+        new = select(scored.scores, sparsity, masks, scope=p.scope, granularity=gran, layer_rates=dict(p.layer_rates),
+                     group_reduce=p.group_reduce, frozen=frozen)
+        if gran.kind == "channel":
+            new = with_channel_footprint(model, new)
+        if scored.update is not None:
+            scored.update(model, new)
         new.apply_(model)
         return new
+
+    def channel_frozen(self, model: nn.Module) -> tuple[str, ...]:
+        """Layers that channel pruning leaves whole: the classifier, whose outputs are the classes."""
+        last = list(layer_weights(model, self.cfg.prune.layer_types))[-1:]
+        frozen = tuple(n for n in last if n in self.prunable(model))
+        if frozen and not self.quiet and not getattr(self, "_told_frozen", False):
+            print(f"note: channel pruning never removes classifier outputs: {frozen[0]} keeps all its units.")
+            self._told_frozen = True
+        return frozen
 
     # ---- levels ------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -1,8 +1,12 @@
 """Pruning criteria: small scoring functions registered by name (`criterion=magnitude`).
 
-A criterion only scores: it maps each prunable weight name to a tensor of the weight's shape,
-higher meaning more important to keep. The selector (pruning/select.py) makes every thresholding
-decision. Each criterion declares the granularities it can score.
+A criterion only scores: it maps each prunable weight name to a tensor of the weight's shape
+(element scores) or of the group shape of the configured granularity (its own group scores, e.g.
+Taylor's (sum g*w)^2 per channel), higher meaning more important to keep. The selector
+(pruning/select.py) makes every thresholding decision. Each criterion declares the granularities it
+can score (per variant where a variant changes them). Scoring never changes the model: weights,
+buffers and train/eval mode are as before. The one exception is `obs`, whose weight correction is
+returned as `Scored.update` and applied by the prune step after selection, with the new masks.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any, Callable, Iterator
 
 from torch import Tensor, nn
 
+from pruneexp.errors import PruneexpError
+from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.registry import Registry
 
@@ -29,30 +35,50 @@ class ScoreContext:
     loss_fn: Callable[[Tensor, Tensor], Tensor]
     cfg: Any  # the criterion's config node (CriterionConfig)
     seed: int = 0
+    granularity: Granularity = field(default_factory=Granularity)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Criterion = Callable[[ScoreContext], Scores]
+@dataclass
+class Scored:
+    """A criterion's answer: scores, and optionally a weight update applied after selection
+    (`update(model, new_masks)`, before the masks are applied; only weight-correcting methods)."""
+
+    scores: Scores
+    update: Callable[[nn.Module, MaskSet], None] | None = None
+
+
+Criterion = Callable[[ScoreContext], "Scores | Scored"]
 CRITERIA: Registry[Criterion] = Registry("criterion")
 
 
-def register_criterion(name: str, *, granularities: tuple[str, ...]) -> Callable[[Criterion], Criterion]:
-    """Register a criterion with the granularities it can score."""
-    return CRITERIA.register(name, granularities=granularities)
+def register_criterion(name: str, *, granularities: tuple[str, ...],
+                       variants: dict[str, tuple[str, ...]] | None = None) -> Callable[[Criterion], Criterion]:
+    """Register a criterion with the granularities it can score; `variants` maps a
+    `criterion.variant` value to the granularities of that variant when they differ."""
+    return CRITERIA.register(name, granularities=granularities, variants=variants or {})
 
 
-def supported_granularities(name: str) -> tuple[str, ...]:
-    return CRITERIA.meta(name)["granularities"]
+def supported_granularities(name: str, variant: str | None = None) -> tuple[str, ...]:
+    """Granularities the criterion (in the given variant) can score."""
+    meta = CRITERIA.meta(name)
+    return meta["variants"].get(variant, meta["granularities"])
 
 
-def score(name: str, ctx: ScoreContext) -> Scores:
-    """Scores of the named criterion, one tensor per prunable weight, each the weight's shape."""
-    scores = CRITERIA.get(name)(ctx)
+def score(name: str, ctx: ScoreContext) -> Scored:
+    """Scores of the named criterion, one tensor per prunable weight, each the weight's shape or the
+    group shape of `ctx.granularity`."""
+    out = CRITERIA.get(name)(ctx)
+    scored = out if isinstance(out, Scored) else Scored(out)
     for n, p in ctx.params.items():
-        if scores[n].shape != p.shape:
-            raise ValueError(f"criterion {name} scored {n} with shape {tuple(scores[n].shape)} != {tuple(p.shape)}")
-    return scores
+        if n not in scored.scores:
+            raise PruneexpError(f"criterion {name} gave no score for {n}.")
+        shape = tuple(scored.scores[n].shape)
+        if shape not in (tuple(p.shape), ctx.granularity.group_shape(p.shape)):
+            raise ValueError(f"criterion {name} scored {n} with shape {shape}; expected {tuple(p.shape)} "
+                             f"or {ctx.granularity.group_shape(p.shape)}")
+    return scored
 
 
 # Register the built-in criteria (one module per family).
-from pruneexp.pruning.criteria import magnitude  # noqa: E402,F401
+from pruneexp.pruning.criteria import activation, curvature, gradient, magnitude, random  # noqa: E402,F401

@@ -1,0 +1,132 @@
+"""Helpers shared by the criteria: scoring mode, gradients over the scoring batches, Hessian-vector
+products (torch.func), and per-unit activation statistics collected by forward hooks."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from pruneexp.pruning.channels import following_batchnorm
+from pruneexp.pruning.criteria import ScoreContext
+
+
+@contextlib.contextmanager
+def scoring_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode while scoring (BatchNorm uses its running statistics and never updates them, no
+    dropout), the previous mode restored after: scoring must not change the model."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def batch_gradients(ctx: ScoreContext, create_graph: bool = False) -> Iterator[tuple[dict[str, Tensor], Tensor, Tensor]]:
+    """For each scoring batch: (dL/dw for every prunable weight, x, y), L the mean batch loss."""
+    names, params = list(ctx.params), list(ctx.params.values())
+    with scoring_mode(ctx.model):
+        for x, y in ctx.batches():
+            loss = ctx.loss_fn(ctx.model(x), y)
+            grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+            yield dict(zip(names, grads)), x, y
+
+
+def mean_gradient(ctx: ScoreContext) -> dict[str, Tensor]:
+    """g = mean over the scoring batches of the batch-loss gradient."""
+    total, count = {n: torch.zeros_like(p) for n, p in ctx.params.items()}, 0
+    for g, _, _ in batch_gradients(ctx):
+        for n in total:
+            total[n] += g[n]
+        count += 1
+    return {n: t / count for n, t in total.items()}
+
+
+def hvps(ctx: ScoreContext, vectors: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    """[H v for v in vectors], H the Hessian of the mean scoring loss w.r.t. the prunable weights,
+    averaged over the scoring batches. Pearlmutter's trick by double backward: per batch the
+    gradient graph is built once (create_graph) and reused for every vector, which is what makes
+    Hutchinson's many probes affordable (torch.func's jvp-of-grad rebuilds it per vector)."""
+    names, params = list(ctx.params), list(ctx.params.values())
+    totals = [{n: torch.zeros_like(p) for n, p in ctx.params.items()} for _ in vectors]
+    count = 0
+    with scoring_mode(ctx.model):
+        for x, y in ctx.batches():
+            g = torch.autograd.grad(ctx.loss_fn(ctx.model(x), y), params, create_graph=True)
+            for total, v in zip(totals, vectors):
+                hv = torch.autograd.grad(g, params, grad_outputs=[v[n] for n in names], retain_graph=True)
+                for n, h in zip(names, hv):
+                    total[n] += h
+            count += 1
+    return [{n: t / count for n, t in total.items()} for total in totals]
+
+
+def hvp(ctx: ScoreContext, vector: dict[str, Tensor]) -> dict[str, Tensor]:
+    """H v for one vector (see `hvps`)."""
+    return hvps(ctx, [vector])[0]
+
+
+def modules_by_weight(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
+    """Prunable weight name -> the module that owns it."""
+    modules = dict(model.named_modules())
+    return {n: modules[n.removesuffix(".weight").removesuffix("weight")] for n in names}
+
+
+def unit_outputs(ctx: ScoreContext, reduce: Callable[[Tensor], Tensor]) -> tuple[dict[str, Tensor], Tensor]:
+    """Per-sample statistics of every prunable layer's units over the scoring batches.
+
+    A unit's activation is taken after the BatchNorm that follows the layer (if any) and a ReLU:
+    relu(bn(layer(x))), shape [batch, units, *spatial]; `reduce` maps it to [batch, units] (e.g. a
+    global average pool). Returns ({weight name: [samples, units]}, labels [samples])."""
+    names = list(ctx.params)
+    modules = dict(ctx.model.named_modules())
+    bn = following_batchnorm(ctx.model)
+    stats: dict[str, list[Tensor]] = {n: [] for n in names}
+    hooks = []
+    for n in names:
+        layer = n.removesuffix(".weight").removesuffix("weight")
+        where = modules[bn.get(layer, layer)]
+        hooks.append(where.register_forward_hook(
+            lambda _m, _i, out, n=n: stats[n].append(reduce(torch.relu(out.detach())).double())))
+    labels = []
+    try:
+        with scoring_mode(ctx.model), torch.no_grad():
+            for x, y in ctx.batches():
+                ctx.model(x)
+                labels.append(y)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: torch.cat(v) for n, v in stats.items()}, torch.cat(labels)
+
+
+def spatial_mean(a: Tensor) -> Tensor:
+    """Global average pool of [batch, units, *spatial] -> [batch, units]."""
+    return a.flatten(2).mean(2) if a.dim() > 2 else a
+
+
+def greedy_redundancy(similarity: Tensor) -> Tensor:
+    """Scores from a unit-by-unit similarity matrix, greedily: repeatedly remove the remaining unit
+    most similar to another remaining unit; a unit's score is minus that similarity when it was
+    removed. Similarities to removed units no longer count, so of two duplicates exactly one is
+    scored as redundant. The removal similarities never increase, so ranking by score replays the
+    greedy order. Hand-written: no library offers this greedy elimination."""
+    u = similarity.shape[0]
+    sim = similarity.double().clone()
+    sim.fill_diagonal_(float("-inf"))
+    remaining = torch.ones(u, dtype=torch.bool, device=sim.device)
+    score = torch.empty(u, dtype=torch.float64, device=sim.device)
+    last = float("inf")
+    for _ in range(u):
+        red = torch.where(remaining, sim.amax(1), float("-inf"))
+        i = int(torch.argmax(red))  # first index among equals: deterministic
+        value = min(float(red[i]), last) if torch.isfinite(red[i]) else last
+        value = value if value != float("inf") else 1.0  # a one-unit layer
+        score[i] = -value
+        last = value
+        remaining[i] = False
+        sim[:, i] = float("-inf")  # similarity to a removed unit no longer counts
+    return score

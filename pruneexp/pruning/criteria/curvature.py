@@ -1,0 +1,154 @@
+"""Second-order criteria: second-order Taylor, Optimal Brain Damage, layer-wise Optimal Brain Surgeon."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from pruneexp.errors import PruneexpError
+from pruneexp.pruning.criteria import ScoreContext, Scored, Scores, register_criterion
+from pruneexp.pruning.criteria.common import batch_gradients, hvps, modules_by_weight, scoring_mode
+from pruneexp.pruning.masks import MaskSet
+
+
+@register_criterion("taylor2", granularities=("weight", "channel", "nm", "block"))
+def taylor2(ctx: ScoreContext) -> Scores:
+    """Second-order Taylor importance (Molchanov et al. 2019, Eq. 5): removing group G changes the
+    loss by -g_G.w_G + 1/2 w_G^T H_GG w_G; s_G = (g_G.w_G - 1/2 w_G^T H_GG w_G)^2 with g the mean
+    gradient and H approximated by the empirical Fisher of the scoring batches,
+    w_G^T H_GG w_G = mean_b (g_{b,G}.w_G)^2."""
+    first = {n: 0.0 for n in ctx.params}
+    second = {n: 0.0 for n in ctx.params}
+    count = 0
+    for g, _, _ in batch_gradients(ctx):
+        for n, w in ctx.params.items():
+            c = ctx.granularity.reduce((g[n] * w.detach()).double(), "sum")
+            first[n] = first[n] + c
+            second[n] = second[n] + c.square()
+        count += 1
+    return {n: (first[n] / count - 0.5 * second[n] / count).square() for n in ctx.params}
+
+
+def hutchinson_diagonal(ctx: ScoreContext, probes: int) -> dict[str, Tensor]:
+    """diag(H) ~ mean_k z_k * (H z_k), z_k Rademacher (Hutchinson 1990; Bekas et al. 2007), H the
+    Hessian of the mean scoring loss; probes drawn from a generator seeded by the run seed."""
+    gen = torch.Generator().manual_seed(ctx.seed)
+    zs = [{n: (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p) for n, p in ctx.params.items()}
+          for _ in range(probes)]
+    hzs = hvps(ctx, zs)
+    return {n: sum((z[n] * hz[n]).double() for z, hz in zip(zs, hzs)) / probes for n in ctx.params}
+
+
+def fisher_diagonal(ctx: ScoreContext) -> dict[str, Tensor]:
+    """Diagonal empirical Fisher F_qq = mean_i (d l_i / d w_q)^2 over the scoring samples, with
+    per-sample gradients from torch.func.vmap(grad)."""
+    params = {n: p.detach() for n, p in ctx.params.items()}
+
+    def loss(ps, x, y):
+        return ctx.loss_fn(functional_call(ctx.model, ps, (x[None],)), y[None])
+
+    total = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    count = 0
+    with scoring_mode(ctx.model):
+        for x, y in ctx.batches():
+            per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+            for n in total:
+                total[n] += per_sample[n].double().square().sum(0)
+            count += len(x)
+    return {n: t / count for n, t in total.items()}
+
+
+@register_criterion("obd", granularities=("weight", "channel", "nm", "block"))
+def obd(ctx: ScoreContext) -> Scores:
+    """Optimal Brain Damage (LeCun, Denker & Solla 1990): s_q = 1/2 h_qq w_q^2, h_qq the Hessian
+    diagonal, from Hutchinson's estimator with criterion.probes Rademacher probes
+    (criterion.variant=hutchinson, the default) or the diagonal empirical Fisher
+    (criterion.variant=fisher). Groups reduce by prune.group_reduce."""
+    if ctx.cfg.variant == "fisher":
+        h = fisher_diagonal(ctx)
+    else:
+        h = hutchinson_diagonal(ctx, int(ctx.cfg.probes))
+    return {n: 0.5 * h[n] * w.detach().double().square() for n, w in ctx.params.items()}
+
+
+def layer_inputs(layer: nn.Module, x: Tensor) -> Tensor:
+    """The layer's input as rows [samples, fan_in] of its matrix product: x itself for a Linear,
+    the unfolded patches (im2col, F.unfold) for a Conv2d."""
+    if isinstance(layer, nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    if isinstance(layer, nn.Conv2d) and layer.groups == 1 and isinstance(layer.padding, tuple):
+        cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    raise PruneexpError(f"criterion obs handles Linear and (ungrouped, explicitly padded) Conv2d layers, not {layer}.")
+
+
+def layer_hessians(ctx: ScoreContext, damping: float) -> dict[str, Tensor]:
+    """H = X^T X / N + damping * mean(diag) * I per prunable layer, X its inputs over the scoring
+    batches (the Hessian of the layer's squared output error; Frantar & Alistarh 2022)."""
+    layers = modules_by_weight(ctx.model, list(ctx.params))
+    sums = {n: torch.zeros(p[0].numel(), p[0].numel(), dtype=torch.float64, device=p.device) for n, p in ctx.params.items()}
+    counts = dict.fromkeys(ctx.params, 0)
+
+    def hook(n):
+        def accumulate(module, args):
+            rows = layer_inputs(module, args[0].detach()).double()
+            sums[n].addmm_(rows.T, rows)
+            counts[n] += len(rows)
+        return accumulate
+
+    handles = [layers[n].register_forward_pre_hook(hook(n)) for n in ctx.params]
+    try:
+        with scoring_mode(ctx.model), torch.no_grad():
+            for x, _ in ctx.batches():
+                ctx.model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for n, s in sums.items():
+        h = s / counts[n]
+        out[n] = h + damping * h.diagonal().mean().clamp_min(1e-12) * torch.eye(len(h), dtype=h.dtype, device=h.device)
+    return out
+
+
+def obs_correction(w: Tensor, keep: Tensor, h: Tensor) -> Tensor:
+    """Rows of `w` with the masked entries removed and the kept ones moved by the optimal
+    (multi-weight) OBS correction: per row, minimise (w' - w)^T H (w' - w) subject to w'_P = 0,
+    whose solution is w'_K = H_KK^-1 (H w)_K. Hand-written per row (each row has its own kept set)."""
+    rows = w.detach().double().reshape(w.shape[0], -1)
+    keep = keep.reshape(rows.shape)
+    hw = rows @ h  # h is symmetric: (H w_r) for every row r
+    new = torch.zeros_like(rows)
+    for r in range(rows.shape[0]):
+        k = keep[r]
+        if k.all():
+            new[r] = rows[r]
+        elif k.any():
+            new[r, k] = torch.linalg.solve(h[k][:, k], hw[r, k])
+    return new.reshape(w.shape).to(w.dtype)
+
+
+@register_criterion("obs", granularities=("weight", "nm", "block"))
+def obs(ctx: ScoreContext) -> Scored:
+    """Layer-wise Optimal Brain Surgeon (Hassibi & Stork 1993, "Second order derivatives for network
+    pruning: Optimal Brain Surgeon"; layer-wise as in Dong et al. 2017 and Frantar & Alistarh 2022,
+    "Optimal Brain Compression"): with H = X X^T / N + damping (criterion.damping, relative to the
+    mean diagonal) the Hessian of the layer's output error, s_q = w_q^2 / [H^-1]_qq, the output
+    error added by removing w_q alone after the optimal correction of its row. This criterion
+    CHANGES WEIGHTS: after selection, each row's kept weights get the OBS correction for its whole
+    pruned set (`obs_correction`), before the masks are applied."""
+    hessians = layer_hessians(ctx, float(ctx.cfg.damping))
+    scores = {}
+    for n, w in ctx.params.items():
+        inv_diag = torch.cholesky_inverse(torch.linalg.cholesky(hessians[n])).diagonal()
+        scores[n] = (w.detach().double().reshape(w.shape[0], -1).square() / inv_diag).reshape(w.shape)
+
+    def update(model: nn.Module, masks: MaskSet) -> None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for n in ctx.params:
+                params[n].copy_(obs_correction(params[n], masks[n], hessians[n]))
+
+    return Scored(scores, update)
