@@ -63,7 +63,9 @@ def with_channel_footprint(model: nn.Module, masks: MaskSet) -> MaskSet:
     shift that are False exactly where the weight's whole output slice `w[c, ...]` is pruned."""
     new = dict(masks.masks)
     for w, extra in channel_footprint(model, list(masks.weights)).items():
-        alive = masks[w].reshape(masks[w].shape[0], -1).any(1)
+        alive = unit_alive(masks[w])
+        if alive.all() and not any(p in new for p in extra):
+            continue  # nothing pruned here (the classifier, say): no extra masks
         for p in extra:
             new[p] = alive & new[p] if p in new else alive.clone()
     return MaskSet(new, masks.weights)
