@@ -9,7 +9,7 @@ from criteria_helpers import context
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.criteria import CRITERIA, score, supported_granularities
 from pruneexp.pruning.criteria.common import hvp, mean_gradient
-from pruneexp.pruning.criteria.curvature import fisher_diagonal, layer_hessians, obs_correction
+from pruneexp.pruning.criteria.curvature import fisher_curvature, layer_hessians, obs_correction
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.select import select
@@ -40,10 +40,20 @@ def test_obd_on_a_quadratic_loss_is_half_h_w_squared_exactly():
     torch.testing.assert_close(s, 0.5 * h[None] * model.weight.detach().square(), rtol=1e-12, atol=1e-12)
 
 
-def test_diagonal_fisher_is_the_mean_squared_per_sample_gradient():
+def test_obd_per_unit_is_half_the_units_curvature_block_exactly():
+    # two units reading the identity input; loss = 1/2 sum_r w_r^T A w_r: H is A on each unit's block
+    model = nn.Linear(3, 2, bias=False).double()
+    a = torch.tensor([[2.0, 0.5, -0.3], [0.5, 1.0, 0.2], [-0.3, 0.2, 3.0]], dtype=torch.float64)
+    loss = lambda out, y: 0.5 * torch.einsum("ir,ij,jr->", out, a, out)
+    ctx = context(model, [(torch.eye(3, dtype=torch.float64), None)], loss_fn=loss, granularity="channel", probes=2)
+    w = model.weight.detach()
+    torch.testing.assert_close(score("obd", ctx).scores["weight"], 0.5 * torch.einsum("ri,ij,rj->r", w, a, w))
+
+
+def test_fisher_obd_is_the_mean_squared_per_sample_gradient_times_w_squared():
     model, batches = mlp(), data()
     ctx = context(model, batches)
-    fisher = fisher_diagonal(ctx)
+    fisher = fisher_curvature(ctx)
     w = model[0].weight
     manual = torch.zeros_like(w)
     count = 0
@@ -52,7 +62,7 @@ def test_diagonal_fisher_is_the_mean_squared_per_sample_gradient():
             g, = torch.autograd.grad(F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]), w)
             manual += g.square()
             count += 1
-    torch.testing.assert_close(fisher["0.weight"], manual / count)
+    torch.testing.assert_close(fisher["0.weight"], manual / count * w.detach().square())
     s = score("obd", context(model, batches, variant="fisher")).scores["0.weight"]
     torch.testing.assert_close(s, 0.5 * manual / count * w.detach().square())
 

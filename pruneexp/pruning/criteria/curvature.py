@@ -31,31 +31,38 @@ def taylor2(ctx: ScoreContext) -> Scores:
     return {n: (first[n] / count - 0.5 * second[n] / count).square() for n in ctx.params}
 
 
-def hutchinson_diagonal(ctx: ScoreContext, probes: int) -> dict[str, Tensor]:
-    """diag(H) ~ mean_k z_k * (H z_k), z_k Rademacher (Hutchinson 1990; Bekas et al. 2007), H the
-    Hessian of the mean scoring loss; probes drawn from a generator seeded by the run seed."""
+def hutchinson_curvature(ctx: ScoreContext, probes: int) -> dict[str, Tensor]:
+    """Per group G: w_G^T H_GG w_G, by Hutchinson's estimator (Hutchinson 1990) with probes
+    z = w * s, s a Rademacher sign per group (broadcast over the group's weights):
+    E[sum_{q in G} z_q (H z)_q] = w_G^T H_GG w_G, since signs of different groups are independent.
+    At weight granularity this is h_qq w_q^2, the Hessian diagonal estimate. H is the Hessian of the
+    mean scoring loss; the signs come from a generator seeded by the run seed."""
     gen = torch.Generator().manual_seed(ctx.seed)
-    zs = [{n: (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p) for n, p in ctx.params.items()}
-          for _ in range(probes)]
+    gran = ctx.granularity
+    zs = []
+    for _ in range(probes):
+        signs = {n: torch.randint(0, 2, gran.group_shape(p.shape), generator=gen) * 2 - 1 for n, p in ctx.params.items()}
+        zs.append({n: p.detach() * gran.expand(signs[n], p.shape).to(p) for n, p in ctx.params.items()})
     hzs = hvps(ctx, zs)
-    return {n: sum((z[n] * hz[n]).double() for z, hz in zip(zs, hzs)) / probes for n in ctx.params}
+    return {n: sum(gran.reduce((z[n] * hz[n]).double(), "sum") for z, hz in zip(zs, hzs)) / probes for n in ctx.params}
 
 
-def fisher_diagonal(ctx: ScoreContext) -> dict[str, Tensor]:
-    """Diagonal empirical Fisher F_qq = mean_i (d l_i / d w_q)^2 over the scoring samples, with
-    per-sample gradients from torch.func.vmap(grad)."""
+def fisher_curvature(ctx: ScoreContext) -> dict[str, Tensor]:
+    """Per group G: w_G^T F_GG w_G = mean_i (g_{i,G} . w_G)^2, F the empirical Fisher of the scoring
+    samples, per-sample gradients g_i from torch.func.vmap(grad). At weight granularity F_qq w_q^2."""
     params = {n: p.detach() for n, p in ctx.params.items()}
 
     def loss(ps, x, y):
         return ctx.loss_fn(functional_call(ctx.model, ps, (x[None],)), y[None])
 
-    total = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    total = {n: 0.0 for n in params}
     count = 0
     with scoring_mode(ctx.model):
         for x, y in ctx.batches():
             per_sample = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-            for n in total:
-                total[n] += per_sample[n].double().square().sum(0)
+            for n, w in params.items():
+                contrib = vmap(lambda g: ctx.granularity.reduce((g * w).double(), "sum"))(per_sample[n])
+                total[n] = total[n] + contrib.square().sum(0)
             count += len(x)
     return {n: t / count for n, t in total.items()}
 
@@ -63,14 +70,14 @@ def fisher_diagonal(ctx: ScoreContext) -> dict[str, Tensor]:
 @register_criterion("obd", granularities=("weight", "channel", "nm", "block"))
 def obd(ctx: ScoreContext) -> Scores:
     """Optimal Brain Damage (LeCun, Denker & Solla 1990): s_q = 1/2 h_qq w_q^2, h_qq the Hessian
-    diagonal, from Hutchinson's estimator with criterion.probes Rademacher probes
-    (criterion.variant=hutchinson, the default) or the diagonal empirical Fisher
-    (criterion.variant=fisher). Groups reduce by prune.group_reduce."""
+    diagonal; for a group G the same quadratic model of removing it, s_G = 1/2 w_G^T H_GG w_G (the
+    group's own curvature block rather than a sum of diagonal terms, which ignores the strong
+    coupling of a neuron's weights). H from Hutchinson's estimator with criterion.probes Rademacher
+    probes (criterion.variant=hutchinson, the default) or the empirical Fisher
+    (criterion.variant=fisher)."""
     if ctx.cfg.variant == "fisher":
-        h = fisher_diagonal(ctx)
-    else:
-        h = hutchinson_diagonal(ctx, int(ctx.cfg.probes))
-    return {n: 0.5 * h[n] * w.detach().double().square() for n, w in ctx.params.items()}
+        return {n: 0.5 * c for n, c in fisher_curvature(ctx).items()}
+    return {n: 0.5 * c for n, c in hutchinson_curvature(ctx, int(ctx.cfg.probes)).items()}
 
 
 def layer_inputs(layer: nn.Module, x: Tensor) -> Tensor:

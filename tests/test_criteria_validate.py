@@ -1,0 +1,69 @@
+"""Every criterion x granularity pair is accepted or refused before any training, by name."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import TINY
+from pruneexp.errors import PruneexpError
+from pruneexp.pruning.criteria import CRITERIA, supported_granularities
+from pruneexp.pruning.groups import GRANULARITIES
+from pruneexp.runner import run
+from pruneexp.validate import UnsupportedPair, validate
+
+VARIANTS = [(c, None) for c in CRITERIA] + [("taylor", "activation")]
+
+
+def test_every_pair_is_accepted_or_refused_with_the_supported_ones_named(make_cfg):
+    base = make_cfg()
+    refused = accepted = 0
+    for criterion, variant in VARIANTS:
+        for gran in GRANULARITIES:
+            cfg = OmegaConf.merge(base, {"criterion": {"name": criterion, "variant": variant or "weight"},
+                                         "prune": {"granularity": gran}, "sparsity": 0.5})
+            can = supported_granularities(criterion, variant)
+            if gran in can:
+                validate(cfg)
+                accepted += 1
+            else:
+                with pytest.raises(UnsupportedPair) as err:
+                    validate(cfg)
+                message = str(err.value)
+                assert criterion in message and gran in message and "supports: " + ", ".join(can) in message
+                refused += 1
+    assert refused and accepted and refused + accepted == len(VARIANTS) * len(GRANULARITIES)
+    # spot checks of the catalogue: structural-only and element-only criteria
+    assert supported_granularities("bn_scale") == ("channel",)
+    assert "channel" not in supported_granularities("obs") and "weight" not in supported_granularities("norm")
+
+
+def test_granularity_settings_are_checked(make_cfg):
+    with pytest.raises(PruneexpError, match="1 - N/M"):
+        validate(make_cfg("prune.granularity=nm", "sparsity=0.9"))
+    validate(make_cfg("prune.granularity=nm", "sparsity=0.5"))
+    with pytest.raises(PruneexpError, match="group_reduce"):
+        validate(make_cfg("prune.group_reduce=max"))
+    with pytest.raises(PruneexpError, match="layerwise"):
+        validate(make_cfg("prune.scope=erk", "+prune.layer_rates={fc: 0.5}"))
+
+
+def test_an_unsupported_pair_fails_before_training_or_is_skipped_in_a_sweep(make_cfg, tmp_path):
+    with pytest.raises(UnsupportedPair, match="supports: channel"):
+        run(make_cfg(*TINY, "criterion=apoz", "prune.granularity=weight"))
+    out = run(make_cfg(*TINY, "criterion=apoz", "prune.granularity=weight", "skip_unsupported=true"))
+    assert out.levels == [] and not (tmp_path / "results" / "pretrained").exists()  # nothing trained
+
+
+def test_channel_run_keeps_the_classifier_and_masks_pruned_units_bias(make_cfg):
+    out = run(make_cfg(*TINY, "train.duration=3ep", "schedule.finetune.duration=1ep", "criterion=taylor",
+                       "prune.granularity=channel", "sparsity=0.5"))
+    state = torch.load(out.directory / "levels/level_001.pt", weights_only=False)
+    masks = state["masks"]["masks"]
+    assert masks["layers.5.weight"].all() and "layers.5.bias" not in masks  # the classifier keeps its outputs
+    for layer in ("layers.1", "layers.3"):
+        alive = masks[f"{layer}.weight"].any(1)
+        assert (masks[f"{layer}.weight"].all(1) == alive).all()  # whole units
+        assert torch.equal(masks[f"{layer}.bias"], alive)
+        assert (state["model"][f"{layer}.bias"][~alive] == 0).all()
+    hidden = sum(int(masks[f"{layer}.weight"].any(1).sum()) for layer in ("layers.1", "layers.3"))
+    assert hidden == 200  # half of the 300 + 100 hidden units
