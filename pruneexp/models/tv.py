@@ -7,7 +7,6 @@ for Image Recognition"); construction via ``torchvision.models.get_model``.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from pruneexp.errors import PruneexpError
@@ -17,6 +16,8 @@ _LIST_HINT = "see the names with torchvision.models.list_models(module=torchvisi
 
 def torchvision_model_names() -> list[str]:
     """Names of torchvision's classification models (e.g. resnet18, He et al. 2016), sorted."""
+    import torchvision  # imported here: it costs seconds at start-up and most runs never need it
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -37,6 +38,8 @@ def build_torchvision(name: str, input_shape: tuple[int, ...], num_classes: int)
     weights and `num_classes` outputs; a 1-channel input gets a RepeatChannels(3) module in front
     (the result is then ``nn.Sequential(RepeatChannels, model)``). A test forward on zeros (eval
     mode, no grad, no RNG use) turns shape failures into PruneexpError at construction time."""
+    import torchvision
+
     names = torchvision_model_names()
     if name not in names:
         raise PruneexpError(f"Unknown torchvision model '{name}'; {_LIST_HINT}.")

@@ -15,7 +15,6 @@ COLUMNS = (
     ("flop_ratio", "FLOPs kept", "{:.4f}"),
     ("val_acc", "val acc", "{:.4f}"),
     ("test_acc", "test acc", "{:.4f}"),
-    ("test_loss", "test loss", "{:.4f}"),
 )
 
 
