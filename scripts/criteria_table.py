@@ -67,8 +67,8 @@ def tabulate(results: Path) -> str:
         out.append(f"| {crit} | {gran} | {g.sparsity.mean():.1f} | {cell['pruned']} | {cell['finetuned']} | {g.seed.nunique()} |")
     out.append("")
     out.append(f"Dense LeNet-300-100 test accuracy: {pd.Series(dense).mean():.2f} % (mean over runs; 4 epochs). "
-               "Mean ± sd over seeds. Channel rows prune 50 % of the hidden units (the classifier keeps its outputs), "
-               "so their weight sparsity is lower.")
+               "Test accuracy, mean ± sd over seeds. Channel rows prune 50 % of the units of every hidden layer "
+               "(layerwise; the classifier keeps its outputs), so their weight sparsity is lower.")
     return "\n".join(out) + "\n"
 
 
