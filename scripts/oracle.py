@@ -47,10 +47,11 @@ def main(overrides: list[str]) -> None:
     rest = [c for c in CRITERIA if c not in GRADIENT_BASED + REFERENCES + ["bn_scale"]]
     rho = oracle_correlations(model, hidden, ctx.scoring_batches(), ctx.cfg.criterion, GRADIENT_BASED + REFERENCES + rest,
                               seed=ctx.cfg.seed)
-    fisher = ctx.cfg.criterion.copy()
-    fisher.variant = "fisher"
-    rho = {("obd (hutchinson, %d probes)" % ctx.cfg.criterion.probes if k == "obd" else k): v for k, v in rho.items()}
-    rho["obd (variant=fisher)"] = oracle_correlations(model, hidden, ctx.scoring_batches(), fisher, ["obd"])["obd"]
+    hutchinson = ctx.cfg.criterion.copy()
+    hutchinson.variant = "hutchinson"
+    rho = {("obd (%s)" % ctx.cfg.criterion.variant if k == "obd" else k): v for k, v in rho.items()}
+    rho[f"obd (variant=hutchinson, {hutchinson.probes} probes)"] = oracle_correlations(
+        model, hidden, ctx.scoring_batches(), hutchinson, ["obd"])["obd"]
     print(f"Spearman rank correlation with the true loss increase of removing each neuron "
           f"({ctx.cfg.model.name} on {ctx.cfg.dataset.name}, {sum(p.shape[0] for n, p in ctx.prunable(model).items() if n in hidden)} hidden units, "
           f"{ctx.cfg.criterion.batches} scoring batches of {ctx.cfg.criterion.batch_size})\n")

@@ -35,7 +35,7 @@ def test_obd_on_a_quadratic_loss_is_half_h_w_squared_exactly():
     model = nn.Linear(4, 1, bias=False).double()
     h = torch.tensor([3.0, 0.5, 2.0, 7.0], dtype=torch.float64)
     loss = lambda out, y: 0.5 * (h * out[:, 0].square()).sum()
-    ctx = context(model, [(torch.eye(4, dtype=torch.float64), None)], loss_fn=loss, probes=3)
+    ctx = context(model, [(torch.eye(4, dtype=torch.float64), None)], loss_fn=loss, probes=3, variant="hutchinson")
     s = score("obd", ctx).scores["weight"]
     torch.testing.assert_close(s, 0.5 * h[None] * model.weight.detach().square(), rtol=1e-12, atol=1e-12)
 
@@ -45,7 +45,8 @@ def test_obd_per_unit_is_half_the_units_curvature_block_exactly():
     model = nn.Linear(3, 2, bias=False).double()
     a = torch.tensor([[2.0, 0.5, -0.3], [0.5, 1.0, 0.2], [-0.3, 0.2, 3.0]], dtype=torch.float64)
     loss = lambda out, y: 0.5 * torch.einsum("ir,ij,jr->", out, a, out)
-    ctx = context(model, [(torch.eye(3, dtype=torch.float64), None)], loss_fn=loss, granularity="channel", probes=2)
+    ctx = context(model, [(torch.eye(3, dtype=torch.float64), None)], loss_fn=loss, granularity="channel", probes=2,
+                  variant="hutchinson")
     w = model.weight.detach()
     torch.testing.assert_close(score("obd", ctx).scores["weight"], 0.5 * torch.einsum("ri,ij,rj->r", w, a, w))
 
@@ -320,10 +321,13 @@ def test_scoring_never_changes_the_model(criterion):
     grans = supported_granularities(criterion)
     for gran in grans:
         params = {n: p for n, p in model.named_parameters() if n in ("0.weight", "3.weight")} if gran == "channel" else None
-        ctx = context(model, data(), granularity=Granularity(gran, n=2, m=4, block=(2, 2)), params=params)
-        scored = score(criterion, ctx)
-        for n, s in scored.scores.items():
-            assert torch.isfinite(s).all(), (criterion, gran, n)
+        for variant in ("weight", "hutchinson", "activation"):  # every variant a criterion reads
+            ctx = context(model, data(), granularity=Granularity(gran, n=2, m=4, block=(2, 2)), params=params, variant=variant)
+            if gran not in supported_granularities(criterion, variant):
+                continue
+            scored = score(criterion, ctx)
+            for n, s in scored.scores.items():
+                assert torch.isfinite(s).all(), (criterion, gran, variant, n)
     assert model.training
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), criterion

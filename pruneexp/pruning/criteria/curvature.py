@@ -72,12 +72,13 @@ def obd(ctx: ScoreContext) -> Scores:
     """Optimal Brain Damage (LeCun, Denker & Solla 1990): s_q = 1/2 h_qq w_q^2, h_qq the Hessian
     diagonal; for a group G the same quadratic model of removing it, s_G = 1/2 w_G^T H_GG w_G (the
     group's own curvature block rather than a sum of diagonal terms, which ignores the strong
-    coupling of a neuron's weights). H from Hutchinson's estimator with criterion.probes Rademacher
-    probes (criterion.variant=hutchinson, the default) or the empirical Fisher
-    (criterion.variant=fisher)."""
-    if ctx.cfg.variant == "fisher":
-        return {n: 0.5 * c for n, c in fisher_curvature(ctx).items()}
-    return {n: 0.5 * c for n, c in hutchinson_curvature(ctx, int(ctx.cfg.probes)).items()}
+    coupling of a neuron's weights). H is the empirical Fisher (criterion.variant=fisher, the
+    default: exact, no sampling noise) or the Hessian through Hutchinson's estimator with
+    criterion.probes Rademacher probes (criterion.variant=hutchinson; unbiased, but with few probes
+    its noise from the other groups' cross terms blurs the ranking, see scripts/oracle.py)."""
+    if ctx.cfg.variant == "hutchinson":
+        return {n: 0.5 * c for n, c in hutchinson_curvature(ctx, int(ctx.cfg.probes)).items()}
+    return {n: 0.5 * c for n, c in fisher_curvature(ctx).items()}
 
 
 def layer_inputs(layer: nn.Module, x: Tensor) -> Tensor:
