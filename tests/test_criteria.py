@@ -331,3 +331,12 @@ def test_scoring_never_changes_the_model(criterion):
     assert model.training
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), criterion
+
+
+def test_greedy_redundancy_scores_every_unit_in_removal_order():
+    from pruneexp.pruning.criteria.common import greedy_redundancy
+    sim = torch.tensor([[1.0, 0.9, 0.1, -0.5], [0.9, 1.0, 0.2, -0.4], [0.1, 0.2, 1.0, 0.3], [-0.5, -0.4, 0.3, 1.0]])
+    s = greedy_redundancy(sim)
+    # remove 0 (0.9 with 1), then 2 (0.3 with 3), then 1 (0.2 is gone; -0.4 with 3), then 3 (last)
+    torch.testing.assert_close(s, torch.tensor([-0.9, 0.4, -0.3, 0.4], dtype=torch.float64))
+    assert torch.isfinite(greedy_redundancy(torch.ones(1, 1))).all()

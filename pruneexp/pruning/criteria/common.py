@@ -119,14 +119,14 @@ def greedy_redundancy(similarity: Tensor) -> Tensor:
     sim.fill_diagonal_(float("-inf"))
     remaining = torch.ones(u, dtype=torch.bool, device=sim.device)
     score = torch.empty(u, dtype=torch.float64, device=sim.device)
-    last = float("inf")
+    last = 1.0  # the last unit (or a one-unit layer) is scored as if redundant at most as much as the one before
     for _ in range(u):
-        red = torch.where(remaining, sim.amax(1), float("-inf"))
-        i = int(torch.argmax(red))  # first index among equals: deterministic
-        value = min(float(red[i]), last) if torch.isfinite(red[i]) else last
-        value = value if value != float("inf") else 1.0  # a one-unit layer
-        score[i] = -value
-        last = value
+        alive = remaining.nonzero().flatten()
+        red = sim[alive].amax(1)  # each remaining unit's highest similarity to another remaining one
+        j = int(torch.argmax(red))  # first index among equals: deterministic
+        i, value = int(alive[j]), float(red[j])
+        last = min(value, last) if value != float("-inf") else last
+        score[i] = -last
         remaining[i] = False
         sim[:, i] = float("-inf")  # similarity to a removed unit no longer counts
     return score
