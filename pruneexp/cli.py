@@ -64,7 +64,8 @@ def list_command() -> None:
         table.add_row("model", name, "")
     table.add_row("model", "torchvision", f"{len(torchvision_model_names())} torchvision classification models: model=torchvision model.name=resnet18")
     for name in CRITERIA:
-        table.add_row("criterion", name, "granularities: " + ", ".join(supported_granularities(name)))
+        variants = "".join(f"; variant={v}: " + ", ".join(g) for v, g in CRITERIA.meta(name)["variants"].items())
+        table.add_row("criterion", name, "granularities: " + ", ".join(supported_granularities(name)) + variants)
     for name in SCHEDULES:
         table.add_row("schedule", name, "")
     for path in sorted((CONF_DIR / "hardware").glob("*.yaml")):

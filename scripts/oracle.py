@@ -47,11 +47,12 @@ def main(overrides: list[str]) -> None:
     rest = [c for c in CRITERIA if c not in GRADIENT_BASED + REFERENCES + ["bn_scale"]]
     rho = oracle_correlations(model, hidden, ctx.scoring_batches(), ctx.cfg.criterion, GRADIENT_BASED + REFERENCES + rest,
                               seed=ctx.cfg.seed)
-    hutchinson = ctx.cfg.criterion.copy()
-    hutchinson.variant = "hutchinson"
-    rho = {("obd (%s)" % ctx.cfg.criterion.variant if k == "obd" else k): v for k, v in rho.items()}
-    rho[f"obd (variant=hutchinson, {hutchinson.probes} probes)"] = oracle_correlations(
-        model, hidden, ctx.scoring_batches(), hutchinson, ["obd"])["obd"]
+    rho.pop("obd", None)
+    for variant in ("fisher", "hutchinson"):  # obd's two curvature estimates
+        c = ctx.cfg.criterion.copy()
+        c.variant = variant
+        label = f"obd (variant={variant}" + (f", {c.probes} probes)" if variant == "hutchinson" else ")")
+        rho[label] = oracle_correlations(model, hidden, ctx.scoring_batches(), c, ["obd"])["obd"]
     print(f"Spearman rank correlation with the true loss increase of removing each neuron "
           f"({ctx.cfg.model.name} on {ctx.cfg.dataset.name}, {sum(p.shape[0] for n, p in ctx.prunable(model).items() if n in hidden)} hidden units, "
           f"{ctx.cfg.criterion.batches} scoring batches of {ctx.cfg.criterion.batch_size})\n")
