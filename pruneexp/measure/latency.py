@@ -1,6 +1,6 @@
 """Latency of every requested form of one pruned model, on one hardware target: build the form,
 check it against the masked model, then time it (`pruneexp.measure.timing`). One row per
-(form, batch size); a form that cannot be built is a row with status "n/a" and the reason, a form
+(form, batch size); a form that cannot be built is a row with status "not applicable" and the reason, a form
 whose outputs differ from the masked model's is a row with status "mismatch" and is not timed.
 """
 
@@ -22,6 +22,8 @@ from pruneexp.pruning.masks import MaskSet
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
 LEVEL_CHOICES = ("all", "ends", "final", "none")
+# Row statuses. "n/a" would be read back as NaN by pandas (a default NA marker), hence the words.
+OK, NOT_APPLICABLE, MISMATCH, ERROR = "ok", "not applicable", "mismatch", "error"
 
 # latency.csv columns, in order (machine columns last).
 COLUMNS = ("level", "name", "form", "batch_size", "status", "median_ms", "p10_ms", "p90_ms", "cv", "reps",
@@ -116,7 +118,7 @@ def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...]
             try:
                 built = FORMS.get(form)(model, masks, spec)
             except NotApplicable as why:
-                rows.extend({**base, "batch_size": b, "status": "n/a", "detail": str(why)} for b in target.batch_sizes)
+                rows.extend({**base, "batch_size": b, "status": NOT_APPLICABLE, "detail": str(why)} for b in target.batch_sizes)
                 continue
             if form == "masked":  # the dense architecture: the same FLOPs as `dense`
                 form_flops = dense_flops if dense_flops is not None else _flops(model, input_shape)
@@ -136,17 +138,17 @@ def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...]
                     with torch.inference_mode():
                         err = equivalence_error(module(x), refs[b])
                 except Exception as exc:  # a kernel refusing this shape or dtype is a result, not a crash
-                    rows.append({**row, "status": "error", "detail": f"{built.detail}; {type(exc).__name__}: {str(exc)[:200]}"})
+                    rows.append({**row, "status": ERROR, "detail": f"{built.detail}; {type(exc).__name__}: {str(exc)[:200]}"})
                     continue
                 row["equivalence_error"] = err
                 if not err <= target.tolerance:
-                    rows.append({**row, "status": "mismatch"})
+                    rows.append({**row, "status": MISMATCH})
                     continue
                 t = time_callable(lambda: module(x), target.device, target.protocol)
                 if form == "dense":
                     dense_ms[b] = t.median_ms
                 speedup = dense_ms[b] / t.median_ms if b in dense_ms and t.median_ms > 0 else None
-                rows.append({**row, "status": "ok", "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
+                rows.append({**row, "status": OK, "median_ms": t.median_ms, "p10_ms": t.p10_ms, "p90_ms": t.p90_ms,
                              "cv": t.cv, "reps": t.reps, "speedup_vs_dense": speedup})
     return [{c: r.get(c) for c in COLUMNS} for r in rows]
 
@@ -165,7 +167,7 @@ def join_latency(levels: list[dict[str, Any]], latency: list[dict[str, Any]]) ->
     `fastest` is the two as one printable cell)."""
     out = []
     for row in levels:
-        mine = [r for r in latency if r["level"] == row["level"] and r["status"] == "ok"]
+        mine = [r for r in latency if r["level"] == row["level"] and r["status"] == OK]
         if not mine:
             out.append(dict(row))
             continue

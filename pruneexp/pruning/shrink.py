@@ -192,3 +192,14 @@ def _dead_input_entries(group: Any, dg: Any, names: dict[nn.Module, str], masks:
         slice_numel = module.weight[:, 0].numel()
         removed += len(idx) * slice_numel if w is None else int(w[:, idx].sum())
     return removed
+
+
+def save_shrunk(model: nn.Module, path: str) -> None:
+    """Save a shrunk model whole (architecture and weights, `torch.save` of the module): its layer
+    widths no longer match the registry's architecture, so a state_dict alone cannot rebuild it."""
+    torch.save(model, path)
+
+
+def load_shrunk(path: str, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a model saved by `save_shrunk` (a pickled module: only load files you trust)."""
+    return torch.load(path, map_location=map_location, weights_only=False)
