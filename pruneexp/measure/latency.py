@@ -120,6 +120,10 @@ def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...]
             except NotApplicable as why:
                 rows.extend({**base, "batch_size": b, "status": NOT_APPLICABLE, "detail": str(why)} for b in target.batch_sizes)
                 continue
+            except Exception as exc:  # noqa: BLE001 - a library refusing this model is a result, not a crash
+                why = f"building the form failed: {type(exc).__name__}: {str(exc)[:200]}"
+                rows.extend({**base, "batch_size": b, "status": ERROR, "detail": why} for b in target.batch_sizes)
+                continue
             if form == "masked":  # the dense architecture: the same FLOPs as `dense`
                 form_flops = dense_flops if dense_flops is not None else _flops(model, input_shape)
             else:
