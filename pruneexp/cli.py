@@ -51,6 +51,7 @@ def run_command(args: list[str]) -> None:
 
 
 def bench_command(args: list[str]) -> None:
+    """`pruneexp bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]` (see pruneexp.bench)."""
     from pruneexp.bench import bench
 
     if not args or args[0].startswith("-") or "=" in args[0]:

@@ -58,9 +58,7 @@ class Target:
                                 "hardware.tolerance > 0.")
         if hw.levels not in LEVEL_CHOICES:
             raise PruneexpError(f"Unknown hardware.levels '{hw.levels}'; choose one of: {', '.join(LEVEL_CHOICES)}.")
-        forms = list(hw.forms)
-        if "dense" not in forms:
-            forms.insert(0, "dense")  # every speedup is relative to it
+        forms = ["dense", *(f for f in hw.forms if f != "dense")]  # first: every speedup is relative to it
         return cls(device=torch.device(hw.device), dtype=DTYPES[hw.dtype], threads=hw.threads,
                    batch_sizes=tuple(int(b) for b in hw.batch_sizes), forms=tuple(forms),
                    protocol=Protocol(warmup=hw.warmup, min_reps=hw.min_reps, min_time_s=hw.min_time_s),
