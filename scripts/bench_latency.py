@@ -17,6 +17,7 @@ gives CSR a uniformly random sparsity pattern. Writes results/benchmarks/latency
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -79,6 +80,7 @@ def channel_masks(model: nn.Module, fraction: float, input_shape: tuple[int, ...
 
 
 def run_model(label, model, input_shape, levels, make_masks, forms, target, rows):
+    """Mask `model` at each sparsity in `levels` and append its latency rows (pruneexp.measure) to `rows`."""
     flops = count_layer_flops(model, input_shape, list(prunable_weights(model)))
     for s in levels:
         t0 = time.perf_counter()
@@ -112,6 +114,8 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
 
 
 def main() -> None:
+    """Run parts A and B, write latency_cpu.csv (every row) and latency_cpu.md (the summary table)."""
+    load_before = _load()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny protocol and one level each (smoke test)")
@@ -121,6 +125,7 @@ def main() -> None:
     started = time.perf_counter()
 
     def target(forms, batch_sizes):
+        """The CPU target of this benchmark: fp32, fixed threads, the protocol above."""
         return Target(device=torch.device("cpu"), dtype=torch.float32, threads=args.threads, batch_sizes=batch_sizes,
                       forms=forms, protocol=protocol, tolerance=1e-4)
 
@@ -150,10 +155,18 @@ def main() -> None:
               f">= {protocol.min_time_s}s; median (CV = std/mean of the per-call samples); torch.inference_mode  \n"
               f"speedup = dense median / form median at the same batch; FLOP ratio = form FLOPs / dense FLOPs "
               f"(CSR: the effective ratio, density-weighted; shrunk: counted on the shrunk model)  \n"
-              f"wall time of the whole benchmark: {time.perf_counter() - started:.0f}s\n\n")
+              f"wall time of the whole benchmark: {time.perf_counter() - started:.0f}s; "
+              f"1-minute load average before/after: {load_before}/{_load()} on {os.cpu_count()} cores\n\n")
     md = markdown(table)
     (out / "latency_cpu.md").write_text(header + md + "\n")
     print(header + md)
+
+
+def _load() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
 
 
 def markdown(df: pd.DataFrame) -> str:

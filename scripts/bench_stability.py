@@ -23,6 +23,7 @@ import pandas as pd
 
 
 def load_average() -> str:
+    """The 1-minute load average (how busy the machine was), or '?' where /proc is absent."""
     try:
         return Path("/proc/loadavg").read_text().split()[0]
     except OSError:
@@ -30,6 +31,7 @@ def load_average() -> str:
 
 
 def main() -> None:
+    """Make or take a run, call `pruneexp bench` N times, write the CV table (.md) and all rows (.csv)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir")
     ap.add_argument("--calls", type=int, default=5)

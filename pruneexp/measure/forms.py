@@ -102,6 +102,7 @@ class CSRLinear(nn.Module):
         self.out_features = linear.out_features
 
     def forward(self, x: Tensor) -> Tensor:
+        """Sparse-dense matmul on the flattened batch, bias added, leading shape restored."""
         lead = x.shape[:-1]
         y = torch.sparse.mm(self.weight_csr, x.reshape(-1, x.shape[-1]).t()).t()
         if self.bias is not None:

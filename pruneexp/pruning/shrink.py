@@ -60,10 +60,12 @@ class ShrinkResult:
 
     @property
     def removed(self) -> int:
+        """Channels physically removed, over all groups."""
         return sum(g.removed for g in self.groups)
 
     @property
     def inconsistent(self) -> int:
+        """Coupled channels dead in some producers but not all (kept, so outputs stay the same)."""
         return sum(g.inconsistent for g in self.groups)
 
     def summary(self) -> str:
