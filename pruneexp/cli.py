@@ -1,4 +1,4 @@
-"""The `pruneexp` command: `run` (a Hydra app over conf/) and `list`."""
+"""The `pruneexp` command: `run` (a Hydra app over conf/), `bench` and `list`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ USAGE = """usage: pruneexp <command> [args]
 
 commands:
   run [overrides] [-m]   run an experiment (a Hydra app over conf/; -m sweeps, e.g. -m sparsity=0.5,0.8,0.9)
+  bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]
+                         time a finished run's saved levels on a hardware target (no retraining)
   list                   show every registered dataset, model, criterion, schedule and hardware target
 
 `pruneexp run --help` shows the config groups and the resolved config."""
@@ -46,6 +48,15 @@ def run_command(args: list[str]) -> None:
 
     sys.argv = ["pruneexp run", *args]
     app()
+
+
+def bench_command(args: list[str]) -> None:
+    """`pruneexp bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]` (see pruneexp.bench)."""
+    from pruneexp.bench import bench
+
+    if not args or args[0].startswith("-") or "=" in args[0]:
+        fail("usage: pruneexp bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]")
+    bench(Path(args[0]), args[1:], CONF_DIR)
 
 
 def list_command() -> None:
@@ -81,10 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command == "run":
             run_command(rest)
+        elif command == "bench":
+            bench_command(rest)
         elif command == "list":
             list_command()
         else:
-            fail(f"Unknown command '{command}'. Commands: run, list. See `pruneexp --help`.")
+            fail(f"Unknown command '{command}'. Commands: run, bench, list. See `pruneexp --help`.")
     except PruneexpError as err:
         fail(str(err))
 

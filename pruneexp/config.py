@@ -105,6 +105,16 @@ class HardwareConfig:
     name: str = MISSING
     device: str = "cpu"  # cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch.set_num_threads; None leaves torch's default
+    # Latency (pruneexp.measure.latency): forms to build, check and time, and the timing protocol.
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (the forms' dtype; training stays float32)
+    batch_sizes: List[int] = field(default_factory=lambda: [1, 64])
+    forms: List[str] = field(default_factory=lambda: ["dense", "masked", "csr", "shrunk"])
+    levels: str = "ends"  # which levels `pruneexp run` / `bench` time: all | ends (first, last) | final | none
+    warmup: int = 3  # untimed calls before timing
+    min_reps: int = 10  # timed calls: at least this many ...
+    min_time_s: float = 0.03  # ... and at least this much timed work (seconds)
+    compile: bool = False  # torch.compile each form before timing
+    tolerance: float = 1.0e-4  # max |y_form - y_masked| / max |y_masked| for a form to be timed
 
 
 @dataclass

@@ -16,9 +16,12 @@ from rich.console import Console
 from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS
 from pruneexp.data import load_data
 from pruneexp.measure import count_layer_flops, effective_flops
+from pruneexp.measure.latency import join_latency
+from pruneexp.measure.levels import LevelTimer
 from pruneexp.results import RunStore, run_hash
 from pruneexp.results.hashing import drop_keys
-from pruneexp.results.table import print_levels
+from pruneexp.results.store import write_csv
+from pruneexp.results.table import print_latency, print_levels
 from pruneexp.schedules import SCHEDULES, DenseCache, Level, RunContext
 from pruneexp.validate import validate
 
@@ -78,6 +81,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         rows = store.read_csv("levels.csv")
         console.print(f"[green]Already complete[/green]: {directory} (delete it to run again)")
         print_levels(rows, title, console)
+        print_latency(store.read_csv("latency.csv"), "latency (latency.csv)", console)
         return RunOutcome(directory, rows, resumed_levels=len(rows))
 
     if cfg.hardware.threads:
@@ -92,12 +96,16 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
     flops, resumed = None, 0
+    timer, last = LevelTimer(cfg.hardware, data.input_shape, cfg.seed), None
     for level in SCHEDULES.get(cfg.schedule.name)(ctx):
         if flops is None:
             flops = count_layer_flops(level.model, data.input_shape, list(level.masks.weights))
         row, layer_rows = level_row(level, flops)
         rows.append(row)
         layers.extend(layer_rows)
+        last = (level.level, level.name, level.model, level.masks, row["flop_ratio"])
+        if timer.seen(*last):
+            write_csv(store.path("latency.csv"), timer.rows)
         if level.restored:
             resumed += 1
             ctx.train_log[:0] = [r for r in previous_log if r["level"] == level.level]
@@ -112,15 +120,21 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         store.write_summary(_summary(cfg, directory, rows, "running", started, device))
         console.print(f"level {row['level']} {row['name']}: sparsity {row['sparsity']:.4f}, "
                       f"val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}" + (" (resumed)" if level.restored else ""))
-    store.write_summary(_summary(cfg, directory, rows, "complete", started, device))
+    if last is not None and timer.finish(*last):
+        write_csv(store.path("latency.csv"), timer.rows)
+    if timer.rows:  # levels.csv stays free of wall times (same seed, same bytes); the join goes beside it
+        write_csv(store.path("levels_latency.csv"), join_latency(rows, timer.rows))
+    store.write_summary(_summary(cfg, directory, rows, "complete", started, device, data.input_shape, data.num_classes))
     print_levels(rows, title, console)
+    print_latency(timer.rows, "latency (latency.csv)", console)
     console.print(f"Results: {directory}")
     return RunOutcome(directory, rows, resumed)
 
 
 def _summary(cfg: DictConfig, directory: Path, rows: list[dict[str, Any]], status: str, started: float,
-             device: torch.device) -> dict[str, Any]:
+             device: torch.device, input_shape: Any = None, num_classes: Any = None) -> dict[str, Any]:
     return dict(status=status, run=directory.name, experiment=cfg.experiment, levels=len(rows),
+                input_shape=None if input_shape is None else list(input_shape), num_classes=num_classes,
                 final=rows[-1] if rows else None, wall_s=round(time.perf_counter() - started, 3),
                 device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
                 machine=platform.machine(), processor=platform.processor() or platform.machine(),

@@ -10,6 +10,7 @@ import torch
 
 from pruneexp.data import DATASETS
 from pruneexp.errors import PruneexpError
+from pruneexp.measure.latency import Target
 from pruneexp.models import MODELS
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
 from pruneexp.pruning.select import GRANULARITIES, SCOPES
@@ -52,6 +53,7 @@ def validate(cfg: Any) -> None:
         check_duration(m)
     if t.batch_size < 1 or t.lr <= 0:
         raise PruneexpError("train.batch_size must be at least 1 and train.lr positive.")
+    Target.from_config(cfg.hardware)  # dtype, forms, batch sizes, timing protocol, levels
     device = str(cfg.hardware.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PruneexpError(f"hardware={cfg.hardware.name} asks for device '{device}', but no CUDA device is available here; use hardware=cpu.")
