@@ -48,16 +48,10 @@ class Timing:
         xs = sorted(samples_ms)
         mean = statistics.fmean(xs)
         std = statistics.pstdev(xs) if len(xs) > 1 else 0.0
-        return cls(median_ms=statistics.median(xs), p10_ms=_quantile(xs, 0.10), p90_ms=_quantile(xs, 0.90),
+        # 'inclusive' deciles interpolate linearly between order statistics, as numpy's default does
+        deciles = statistics.quantiles(xs, n=10, method="inclusive") if len(xs) > 1 else [xs[0]] * 9
+        return cls(median_ms=statistics.median(xs), p10_ms=deciles[0], p90_ms=deciles[-1],
                    mean_ms=mean, cv=std / mean if mean > 0 else 0.0, reps=len(xs))
-
-
-def _quantile(sorted_xs: list[float], q: float) -> float:
-    """Quantile with linear interpolation between order statistics (numpy's default, 'linear')."""
-    pos = q * (len(sorted_xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_xs) - 1)
-    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
 @contextlib.contextmanager
