@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -68,7 +69,7 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
 
     console = console or Console()
     spec = REPRODUCTIONS.get(name)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     runs = []
     for label, setup in spec.setups.items():
         for seed in spec.fast_seeds if fast else spec.seeds:
@@ -79,8 +80,8 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
     table = build_report(runs, out, metric=spec.metric, title=f"{name}{' (fast)' if fast else ''}")
     console.print(rich_table(table, f"{name}: {spec.paper}"))
     checks = spec.check(table)
-    wall = time.perf_counter() - started
-    write_checks(checks, out, f"{name}{' --fast' if fast else ''}: {spec.paper}", wall, fast, spec)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    write_checks(checks, out, f"{name}{' --fast' if fast else ''}: {spec.paper}", wall, cpu, fast, spec)
     console.print(checks_table(checks, f"{name}{' --fast' if fast else ''}: claims of {spec.paper}"))
     console.print(f"Report and checks: {out} ({wall / 60:.1f} min)")
     return checks, out
@@ -100,11 +101,12 @@ def checks_table(checks: list[Check], title: str) -> Table:
     return table
 
 
-def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, fast: bool, spec: Reproduction) -> None:
+def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, cpu_s: float, fast: bool, spec: Reproduction) -> None:
     write_csv(out / "checks.csv", [dict(claim=c.claim, paper=c.paper, ours=c.ours, tolerance=c.tolerance, verdict=verdict(c)) for c in checks])
     seeds = spec.fast_seeds if fast else spec.seeds
     lines = [f"# {title}", "", f"Command: `pruneexp reproduce {spec.name}{' --fast' if fast else ''}`; "
-             f"setups: {', '.join(spec.setups)}; seeds: {', '.join(map(str, seeds))}; wall time {wall_s / 60:.1f} min.",
+             f"setups: {', '.join(spec.setups)}; seeds: {', '.join(map(str, seeds))}; wall time {wall_s / 60:.1f} min "
+             f"({cpu_s / 60:.1f} min of CPU time, {torch.get_num_threads()} thread(s)).",
              *([f"Fast variant overrides: `{' '.join(spec.fast)}`."] if fast else []), "",
              "| claim | paper | ours | tolerance | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {c.claim} | {c.paper} | {c.ours} | {c.tolerance} | {verdict(c)} |" for c in checks]

@@ -15,7 +15,7 @@ import pandas as pd
 
 from pruneexp.reproduce import Check, Reproduction, register
 
-MARGIN = 0.02  # ticket - random mask, in accuracy (paper: ~0.10)
+MARGIN = 0.05  # ticket - random mask, in accuracy (paper: ~0.10)
 TOLERANCE = 0.01  # ticket may fall this far below dense and still count (paper: ~0.07 above)
 
 
