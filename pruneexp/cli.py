@@ -22,7 +22,7 @@ commands:
                          accuracy_vs_sparsity.png (in --out, default the first PATH)
   reproduce NAME [--fast] [overrides]
                          run a paper reproduction (conf/experiment/NAME.yaml), report, check the paper's
-                         claims; exit 1 if a claim fails. Names: lth_lenet, mnist1d_lottery
+                         claims; exit 1 if a claim fails. Names: lth_lenet, mnist1d_lottery, renda_rewinding
 
 `pruneexp run --help` shows the config groups and the resolved config."""
 

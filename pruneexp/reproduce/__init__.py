@@ -119,4 +119,4 @@ def passed(checks: list[Check]) -> bool:
 
 
 # Register the reproductions (one module each).
-from pruneexp.reproduce import lth_lenet, mnist1d_lottery  # noqa: E402,F401
+from pruneexp.reproduce import lth_lenet, mnist1d_lottery, renda_rewinding  # noqa: E402,F401
