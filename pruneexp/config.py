@@ -98,6 +98,23 @@ class FinetuneConfig:
 class ScheduleConfig:
     name: str = MISSING
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # imp: prune `rate` of the remaining weights per level, for `levels` levels or until `target`
+    levels: int = 15
+    rate: float = 0.2
+    target: Optional[float] = None
+    # imp: what is trained after each pruning: rewind | lr_rewind | finetune (own trajectory) or
+    # the controls reinit | random_mask (on the masks of the rewind trajectory)
+    retrain: str = "rewind"
+    rewind: str = "0it"  # the rewind point: "0it" (lottery ticket), "500it", "1ep" (late rewinding)
+    # gmp: sparsity raised along the cubic of Zhu & Gupta from initial_sparsity at `start` to the
+    # top-level `sparsity` at `end`, every `frequency`
+    start: str = "0it"
+    end: str = "1ep"
+    frequency: str = "100it"
+    initial_sparsity: float = 0.0
+    # at_init: prune in `iterations` steps along density_k = (1 - sparsity)^(k/n); None: 100 for
+    # synflow (Tanaka et al. 2020), 1 for every other criterion
+    iterations: Optional[int] = None
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pruneexp.results import RunStore, run_hash
 from pruneexp.results.hashing import drop_keys
 from pruneexp.results.store import write_csv
 from pruneexp.results.table import print_latency, print_levels
-from pruneexp.schedules import SCHEDULES, DenseCache, Level, RunContext
+from pruneexp.schedules import SCHEDULES, DenseCache, FileStore, Level, RunContext
 from pruneexp.validate import validate
 
 
@@ -53,6 +53,18 @@ def dense_cache(cfg: DictConfig) -> DenseCache:
         dst[leaf] = src[leaf]
     store = RunStore(Path(cfg.results_dir) / "pretrained" / run_hash(subset))
     return DenseCache(load=lambda: store.load_file("dense.pt"), save=lambda state: store.save_file("dense.pt", state))
+
+
+def ticket_files(cfg: DictConfig) -> FileStore:
+    """Where the masks of this config's rewinding trajectory (the lottery ticket) are shared with
+    its controls: results/tickets/<hash of the config with retrain=rewind, minus what does not
+    change the masks (experiment name, level count, fine-tuning)>/."""
+    resolved = drop_keys(OmegaConf.to_container(cfg, resolve=True), NON_RESULT_KEYS)
+    resolved.pop("experiment", None)
+    resolved["schedule"] = {k: v for k, v in resolved["schedule"].items() if k not in ("levels", "target", "finetune")}
+    resolved["schedule"]["retrain"] = "rewind"
+    store = RunStore(Path(cfg.results_dir) / "tickets" / run_hash(resolved))
+    return FileStore(load=store.load_file, save=store.save_file)
 
 
 def level_row(level: Level, flops: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -90,7 +102,8 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     started = time.perf_counter()
     data = load_data(cfg.dataset, device)
     store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
-    ctx = RunContext(cfg, data, device, load_level=store.load_level, dense_cache=dense_cache(cfg), quiet=cfg.quiet)
+    ctx = RunContext(cfg, data, device, load_level=store.load_level, dense_cache=dense_cache(cfg), quiet=cfg.quiet,
+                     run_files=FileStore(load=store.load_file, save=store.save_file), ticket_files=ticket_files(cfg))
     previous_log = store.read_csv("train_log.csv")
 
     rows: list[dict[str, Any]] = []

@@ -14,7 +14,7 @@ from pruneexp.measure.latency import Target
 from pruneexp.models import MODELS
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
 from pruneexp.pruning.select import GRANULARITIES, SCOPES
-from pruneexp.schedules import SCHEDULES
+from pruneexp.schedules import SCHEDULES, check_schedule
 from pruneexp.train.durations import check as check_duration
 from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -26,6 +26,7 @@ def validate(cfg: Any) -> None:
         MODELS.get(cfg.model.name)
     CRITERIA.get(cfg.criterion.name)
     SCHEDULES.get(cfg.schedule.name)
+    check_schedule(cfg)
     if not 0.0 <= cfg.sparsity < 1.0:
         raise PruneexpError(f"sparsity={cfg.sparsity} is outside [0, 1): it is the fraction of prunable weights removed, e.g. sparsity=0.9.")
     p = cfg.prune

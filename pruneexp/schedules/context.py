@@ -35,6 +35,16 @@ LevelLoader = Callable[[int], "dict[str, Any] | None"]
 
 
 @dataclass
+class FileStore:
+    """Named artefacts kept beside a run (the rewind snapshot) or shared between runs (the masks of
+    a lottery-ticket trajectory); the runner binds `load`/`save` to a directory. Unbound, nothing
+    is kept."""
+
+    load: Callable[[str], Any] = lambda name: None
+    save: Callable[[str, Any], None] = lambda name, obj: None
+
+
+@dataclass
 class DenseCache:
     """Where a trained dense network is shared between runs that train it identically; the runner
     binds `load`/`save` to a directory keyed by the hash of the dense-training config."""
@@ -50,6 +60,8 @@ class RunContext:
     device: torch.device
     load_level: LevelLoader = lambda level: None
     dense_cache: DenseCache = field(default_factory=DenseCache)
+    run_files: FileStore = field(default_factory=FileStore)
+    ticket_files: FileStore = field(default_factory=FileStore)
     quiet: bool = False
     train_log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -108,13 +120,16 @@ class RunContext:
 
         return batches
 
-    def prune(self, model: nn.Module, masks: MaskSet, sparsity: float) -> MaskSet:
-        """Score with the configured criterion, select to `sparsity`, apply the new masks."""
+    def prune(self, model: nn.Module, masks: MaskSet, sparsity: float,
+              layer_sparsity: dict[str, float] | None = None) -> MaskSet:
+        """Score with the configured criterion, select to `sparsity` (or to explicit per-layer
+        targets under layerwise scope), apply the new masks."""
         p = self.cfg.prune
         ctx = ScoreContext(model=model, params=self.prunable(model), masks=masks, batches=self.scoring_batches(),
                            loss_fn=F.cross_entropy, cfg=self.cfg.criterion, seed=self.cfg.seed)
         scores = score(self.cfg.criterion.name, ctx)
-        new = select(scores, sparsity, masks, scope=p.scope, granularity=p.granularity, layer_rates=dict(p.layer_rates))
+        new = select(scores, sparsity, masks, scope=p.scope, granularity=p.granularity, layer_rates=dict(p.layer_rates),
+                     layer_sparsity=layer_sparsity)
         new.apply_(model)
         return new
 
