@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench reproduce-fast clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The cut-down paper reproductions that CI runs (each checks its paper's claims; exit 1 on a failed claim).
+reproduce-fast: $(STAMP)
+	$(VENV)/bin/pruneexp reproduce lth_lenet --fast
+	$(VENV)/bin/pruneexp reproduce mnist1d_lottery --fast
 
 bench: $(STAMP)
 	$(PY) scripts/bench_train.py

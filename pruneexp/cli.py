@@ -1,4 +1,4 @@
-"""The `pruneexp` command: `run` (a Hydra app over conf/) and `list`."""
+"""The `pruneexp` command: `run` (a Hydra app over conf/), `bench`, `list`, `report` and `reproduce`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ USAGE = """usage: pruneexp <command> [args]
 
 commands:
   run [overrides] [-m]   run an experiment (a Hydra app over conf/; -m sweeps, e.g. -m sparsity=0.5,0.8,0.9)
+  bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]
+                         time a finished run's saved levels on a hardware target (no retraining)
   list                   show every registered dataset, model, criterion, schedule and hardware target
+  report PATH... [--out DIR] [--metric M]
+                         aggregate runs (run folders, multirun folders) over seeds: table.csv, table.md,
+                         accuracy_vs_sparsity.png (in --out, default the first PATH)
+  reproduce NAME [--fast] [overrides]
+                         run a paper reproduction (conf/experiment/NAME.yaml), report, check the paper's
+                         claims; exit 1 if a claim fails. Names: lth_lenet, mnist1d_lottery, renda_rewinding
 
 `pruneexp run --help` shows the config groups and the resolved config."""
 
@@ -48,6 +56,15 @@ def run_command(args: list[str]) -> None:
     app()
 
 
+def bench_command(args: list[str]) -> None:
+    """`pruneexp bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]` (see pruneexp.bench)."""
+    from pruneexp.bench import bench
+
+    if not args or args[0].startswith("-") or "=" in args[0]:
+        fail("usage: pruneexp bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]")
+    bench(Path(args[0]), args[1:], CONF_DIR)
+
+
 def list_command() -> None:
     from pruneexp.data import DATASETS
     from pruneexp.models import MODELS, torchvision_model_names
@@ -73,6 +90,37 @@ def list_command() -> None:
     Console().print(table)
 
 
+def report_command(args: list[str]) -> None:
+    import argparse
+
+    from pruneexp.report import build_report, rich_table
+
+    parser = argparse.ArgumentParser(prog="pruneexp report")
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--metric", default="test_acc", help="plotted: test_acc (final) or test_acc_at_best (early stop)")
+    opts = parser.parse_args(args)
+    out = opts.out or opts.paths[0]
+    table = build_report(opts.paths, out, metric=opts.metric)
+    console = Console()
+    console.print(rich_table(table, f"{len(table)} rows from {', '.join(map(str, opts.paths))}"))
+    console.print(f"Wrote {out / 'table.csv'}, {out / 'table.md'}, {out / 'accuracy_vs_sparsity.png'}")
+
+
+def reproduce_command(args: list[str]) -> None:
+    from pruneexp.reproduce import REPRODUCTIONS, passed, reproduce
+
+    names = [a for a in args if not a.startswith("-") and "=" not in a]
+    if len(names) != 1:
+        fail(f"Usage: pruneexp reproduce NAME [--fast] [overrides]; names: {', '.join(REPRODUCTIONS.names())}.")
+    unknown = [a for a in args if a.startswith("-") and a != "--fast"]
+    if unknown:
+        fail(f"Unknown option {unknown[0]}; the only option is --fast.")
+    checks, _ = reproduce(names[0], fast="--fast" in args, extra=[a for a in args if "=" in a])
+    if not passed(checks):
+        raise SystemExit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
@@ -82,10 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command == "run":
             run_command(rest)
+        elif command == "bench":
+            bench_command(rest)
         elif command == "list":
             list_command()
+        elif command == "report":
+            report_command(rest)
+        elif command == "reproduce":
+            reproduce_command(rest)
         else:
-            fail(f"Unknown command '{command}'. Commands: run, list. See `pruneexp --help`.")
+            fail(f"Unknown command '{command}'. Commands: run, bench, list, report, reproduce. See `pruneexp --help`.")
     except PruneexpError as err:
         fail(str(err))
 

@@ -98,6 +98,23 @@ class FinetuneConfig:
 class ScheduleConfig:
     name: str = MISSING
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # imp: prune `rate` of the remaining weights per level, for `levels` levels or until `target`
+    levels: int = 15
+    rate: float = 0.2
+    target: Optional[float] = None
+    # imp: what is trained after each pruning: rewind | lr_rewind | finetune (own trajectory) or
+    # the controls reinit | random_mask (on the masks of the rewind trajectory)
+    retrain: str = "rewind"
+    rewind: str = "0it"  # the rewind point: "0it" (lottery ticket), "500it", "1ep" (late rewinding)
+    # gmp: sparsity raised along the cubic of Zhu & Gupta from initial_sparsity at `start` to the
+    # top-level `sparsity` at `end`, every `frequency`
+    start: str = "0it"
+    end: str = "1ep"
+    frequency: str = "100it"
+    initial_sparsity: float = 0.0
+    # at_init: prune in `iterations` steps along density_k = (1 - sparsity)^(k/n); None: 100 for
+    # synflow (Tanaka et al. 2020), 1 for every other criterion
+    iterations: Optional[int] = None
 
 
 @dataclass
@@ -105,6 +122,16 @@ class HardwareConfig:
     name: str = MISSING
     device: str = "cpu"  # cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch.set_num_threads; None leaves torch's default
+    # Latency (pruneexp.measure.latency): forms to build, check and time, and the timing protocol.
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (the forms' dtype; training stays float32)
+    batch_sizes: List[int] = field(default_factory=lambda: [1, 64])
+    forms: List[str] = field(default_factory=lambda: ["dense", "masked", "csr", "shrunk"])
+    levels: str = "ends"  # which levels `pruneexp run` / `bench` time: all | ends (first, last) | final | none
+    warmup: int = 3  # untimed calls before timing
+    min_reps: int = 10  # timed calls: at least this many ...
+    min_time_s: float = 0.03  # ... and at least this much timed work (seconds)
+    compile: bool = False  # torch.compile each form before timing
+    tolerance: float = 1.0e-4  # max |y_form - y_masked| / max |y_masked| for a form to be timed
 
 
 @dataclass

@@ -16,10 +16,13 @@ from rich.console import Console
 from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS
 from pruneexp.data import load_data
 from pruneexp.measure import count_layer_flops, effective_flops
+from pruneexp.measure.latency import join_latency
+from pruneexp.measure.levels import LevelTimer
 from pruneexp.results import RunStore, run_hash
 from pruneexp.results.hashing import drop_keys
-from pruneexp.results.table import print_levels
-from pruneexp.schedules import SCHEDULES, DenseCache, Level, RunContext
+from pruneexp.results.store import write_csv
+from pruneexp.results.table import print_latency, print_levels
+from pruneexp.schedules import SCHEDULES, DenseCache, FileStore, Level, RunContext
 from pruneexp.validate import UnsupportedPair, validate
 
 
@@ -50,6 +53,18 @@ def dense_cache(cfg: DictConfig) -> DenseCache:
         dst[leaf] = src[leaf]
     store = RunStore(Path(cfg.results_dir) / "pretrained" / run_hash(subset))
     return DenseCache(load=lambda: store.load_file("dense.pt"), save=lambda state: store.save_file("dense.pt", state))
+
+
+def ticket_files(cfg: DictConfig) -> FileStore:
+    """Where the masks of this config's rewinding trajectory (the lottery ticket) are shared with
+    its controls: results/tickets/<hash of the config with retrain=rewind, minus what does not
+    change the masks (experiment name, level count, fine-tuning)>/."""
+    resolved = drop_keys(OmegaConf.to_container(cfg, resolve=True), NON_RESULT_KEYS)
+    resolved.pop("experiment", None)
+    resolved["schedule"] = {k: v for k, v in resolved["schedule"].items() if k not in ("levels", "target", "finetune")}
+    resolved["schedule"]["retrain"] = "rewind"
+    store = RunStore(Path(cfg.results_dir) / "tickets" / run_hash(resolved))
+    return FileStore(load=store.load_file, save=store.save_file)
 
 
 def level_row(level: Level, flops: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -84,6 +99,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         rows = store.read_csv("levels.csv")
         console.print(f"[green]Already complete[/green]: {directory} (delete it to run again)")
         print_levels(rows, title, console)
+        print_latency(store.read_csv("latency.csv"), "latency (latency.csv)", console)
         return RunOutcome(directory, rows, resumed_levels=len(rows))
 
     if cfg.hardware.threads:
@@ -92,18 +108,23 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     started = time.perf_counter()
     data = load_data(cfg.dataset, device)
     store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
-    ctx = RunContext(cfg, data, device, load_level=store.load_level, dense_cache=dense_cache(cfg), quiet=cfg.quiet)
+    ctx = RunContext(cfg, data, device, load_level=store.load_level, dense_cache=dense_cache(cfg), quiet=cfg.quiet,
+                     run_files=FileStore(load=store.load_file, save=store.save_file), ticket_files=ticket_files(cfg))
     previous_log = store.read_csv("train_log.csv")
 
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
     flops, resumed = None, 0
+    timer, last = LevelTimer(cfg.hardware, data.input_shape, cfg.seed), None
     for level in SCHEDULES.get(cfg.schedule.name)(ctx):
         if flops is None:
             flops = count_layer_flops(level.model, data.input_shape, list(level.masks.weights))
         row, layer_rows = level_row(level, flops)
         rows.append(row)
         layers.extend(layer_rows)
+        last = (level.level, level.name, level.model, level.masks, row["flop_ratio"])
+        if timer.seen(*last):
+            write_csv(store.path("latency.csv"), timer.rows)
         if level.restored:
             resumed += 1
             ctx.train_log[:0] = [r for r in previous_log if r["level"] == level.level]
@@ -118,15 +139,21 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         store.write_summary(_summary(cfg, directory, rows, "running", started, device))
         console.print(f"level {row['level']} {row['name']}: sparsity {row['sparsity']:.4f}, "
                       f"val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}" + (" (resumed)" if level.restored else ""))
-    store.write_summary(_summary(cfg, directory, rows, "complete", started, device))
+    if last is not None and timer.finish(*last):
+        write_csv(store.path("latency.csv"), timer.rows)
+    if timer.rows:  # levels.csv stays free of wall times (same seed, same bytes); the join goes beside it
+        write_csv(store.path("levels_latency.csv"), join_latency(rows, timer.rows))
+    store.write_summary(_summary(cfg, directory, rows, "complete", started, device, data.input_shape, data.num_classes))
     print_levels(rows, title, console)
+    print_latency(timer.rows, "latency (latency.csv)", console)
     console.print(f"Results: {directory}")
     return RunOutcome(directory, rows, resumed)
 
 
 def _summary(cfg: DictConfig, directory: Path, rows: list[dict[str, Any]], status: str, started: float,
-             device: torch.device) -> dict[str, Any]:
+             device: torch.device, input_shape: Any = None, num_classes: Any = None) -> dict[str, Any]:
     return dict(status=status, run=directory.name, experiment=cfg.experiment, levels=len(rows),
+                input_shape=None if input_shape is None else list(input_shape), num_classes=num_classes,
                 final=rows[-1] if rows else None, wall_s=round(time.perf_counter() - started, 3),
                 device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
                 machine=platform.machine(), processor=platform.processor() or platform.machine(),

@@ -10,11 +10,12 @@ import torch
 
 from pruneexp.data import DATASETS
 from pruneexp.errors import PruneexpError
+from pruneexp.measure.latency import Target
 from pruneexp.models import MODELS
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
 from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
 from pruneexp.pruning.select import SCOPES
-from pruneexp.schedules import SCHEDULES
+from pruneexp.schedules import SCHEDULES, check_schedule
 from pruneexp.train.durations import check as check_duration
 from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZERS
 
@@ -51,6 +52,7 @@ def validate(cfg: Any) -> None:
         MODELS.get(cfg.model.name)
     CRITERIA.get(cfg.criterion.name)
     SCHEDULES.get(cfg.schedule.name)
+    check_schedule(cfg)
     if not 0.0 <= cfg.sparsity < 1.0:
         raise PruneexpError(f"sparsity={cfg.sparsity} is outside [0, 1): it is the fraction of prunable weights removed, e.g. sparsity=0.9.")
     p = cfg.prune
@@ -74,6 +76,7 @@ def validate(cfg: Any) -> None:
         check_duration(m)
     if t.batch_size < 1 or t.lr <= 0:
         raise PruneexpError("train.batch_size must be at least 1 and train.lr positive.")
+    Target.from_config(cfg.hardware)  # dtype, forms, batch sizes, timing protocol, levels
     device = str(cfg.hardware.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PruneexpError(f"hardware={cfg.hardware.name} asks for device '{device}', but no CUDA device is available here; use hardware=cpu.")

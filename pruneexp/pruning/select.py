@@ -107,9 +107,13 @@ def select(
     layer_rates: Mapping[str, float] | None = None,
     group_reduce: str = "sum",
     frozen: tuple[str, ...] = (),
+    layer_sparsity: Mapping[str, float] | None = None,
 ) -> MaskSet:
     """New masks that remove `sparsity` of the prunable groups (counted over all of them, already
-    pruned ones included), choosing by score within `scope`. Layers in `frozen` keep their masks."""
+    pruned ones included), choosing by score within `scope`. Layers in `frozen` keep their masks.
+    Under `layerwise` scope, `layer_sparsity` may give each layer's target explicitly (e.g. the
+    per-layer compounding of iterative pruning, `imp_layer_sparsity`), in place of `sparsity` times
+    the layer rates."""
     gran = granularity if isinstance(granularity, Granularity) else Granularity(granularity)
     if not 0.0 <= sparsity < 1.0:
         raise PruneexpError(f"sparsity must be in [0, 1), got {sparsity}.")
@@ -139,7 +143,9 @@ def select(
         keep = top_k_mask(everything, n_to_keep(everything.numel(), sparsity))
         kept = dict(zip(names, keep.split([flat[n].numel() for n in names])))
     else:
-        if scope == "erk":
+        if layer_sparsity is not None:
+            targets = {n: float(layer_sparsity[n]) for n in names}
+        elif scope == "erk":
             dens = erk_densities({n: tuple(shapes[n]) for n in names}, 1.0 - sparsity)
             targets = {n: 1.0 - d for n, d in dens.items()}
         else:
@@ -154,3 +160,24 @@ def select(
         elem = gran.expand(k.view(gran.group_shape(shapes[n])), shapes[n]).to(current[n].device)
         masks[n] = elem & current[n]
     return MaskSet(masks, current.weights)
+
+
+def imp_layer_sparsity(current: MaskSet, rate: float, layer_rates: Mapping[str, float]) -> dict[str, float]:
+    """Per-layer targets of one level of layerwise iterative pruning (Frankle & Carbin 2019): each
+    layer removes `rate * multiplier` of its *remaining* weights, rounded to a whole count on this
+    level's remaining count, so that after k levels a layer keeps about (1 - rate*multiplier)^k."""
+    names = list(current.weights)
+    rates = layer_targets(names, rate, layer_rates)
+    out = {}
+    for n in names:
+        numel, kept = current[n].numel(), int(current[n].sum())
+        out[n] = (numel - kept + round(rates[n] * kept)) / numel
+    return out
+
+
+def imp_sparsity(current: MaskSet, rate: float) -> float:
+    """Total target of one level of global iterative pruning: `rate` of the remaining prunable
+    weights (rounded to a whole count) removed on top of those already pruned."""
+    total = sum(current[n].numel() for n in current.weights)
+    kept = sum(int(current[n].sum()) for n in current.weights)
+    return (total - kept + round(rate * kept)) / total

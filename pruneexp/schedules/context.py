@@ -37,6 +37,16 @@ LevelLoader = Callable[[int], "dict[str, Any] | None"]
 
 
 @dataclass
+class FileStore:
+    """Named artefacts kept beside a run (the rewind snapshot) or shared between runs (the masks of
+    a lottery-ticket trajectory); the runner binds `load`/`save` to a directory. Unbound, nothing
+    is kept."""
+
+    load: Callable[[str], Any] = lambda name: None
+    save: Callable[[str, Any], None] = lambda name, obj: None
+
+
+@dataclass
 class DenseCache:
     """Where a trained dense network is shared between runs that train it identically; the runner
     binds `load`/`save` to a directory keyed by the hash of the dense-training config."""
@@ -52,6 +62,8 @@ class RunContext:
     device: torch.device
     load_level: LevelLoader = lambda level: None
     dense_cache: DenseCache = field(default_factory=DenseCache)
+    run_files: FileStore = field(default_factory=FileStore)
+    ticket_files: FileStore = field(default_factory=FileStore)
     quiet: bool = False
     train_log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -110,10 +122,12 @@ class RunContext:
 
         return batches
 
-    def prune(self, model: nn.Module, masks: MaskSet, sparsity: float) -> MaskSet:
-        """Score with the configured criterion, select to `sparsity`, apply the criterion's weight
-        update if it has one (obs), then the new masks. At channel granularity the classifier (the
-        last layer) keeps all its outputs, and each pruned unit's bias and BatchNorm are masked too."""
+    def prune(self, model: nn.Module, masks: MaskSet, sparsity: float,
+              layer_sparsity: dict[str, float] | None = None) -> MaskSet:
+        """Score with the configured criterion, select to `sparsity` (or to explicit per-layer
+        targets under layerwise scope), apply the criterion's weight update if it has one (obs),
+        then the new masks. At channel granularity the classifier (the last layer) keeps all its
+        outputs, and each pruned unit's bias and BatchNorm are masked too."""
         p = self.cfg.prune
         gran = Granularity.from_cfg(p)
         params = self.prunable(model)
@@ -123,7 +137,7 @@ class RunContext:
                            seed=self.cfg.seed, granularity=gran)
         scored = score(self.cfg.criterion.name, ctx)
         new = select(scored.scores, sparsity, masks, scope=p.scope, granularity=gran, layer_rates=dict(p.layer_rates),
-                     group_reduce=p.group_reduce, frozen=frozen)
+                     group_reduce=p.group_reduce, frozen=frozen, layer_sparsity=layer_sparsity)
         if gran.kind == "channel":
             new = with_channel_footprint(model, new)
         if scored.update is not None:

@@ -93,7 +93,8 @@ def train(
     start = 0
     if state is not None:
         model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
+        # a copy: the optimizer updates its state tensors in place, and a snapshot may be rewound to again
+        optimizer.load_state_dict(copy.deepcopy(state.optimizer))
         torch.set_rng_state(state.rng)
         start = state.step
     reapply_masks = masks.binder(model)

@@ -1,0 +1,60 @@
+"""Pruning at initialisation: score the untrained network, prune to the target, train the sparse
+network from that same initialisation (SNIP, Lee et al. 2019; GraSP, Wang et al. 2020; SynFlow,
+Tanaka et al. 2020; random and magnitude at init as the baselines of Frankle et al. 2021,
+"Pruning Neural Networks at Initialization: Why Are We Missing the Mark?").
+
+With `iterations` n > 1 the pruning is iterative along SynFlow's exponential schedule:
+for k = 1..n, score the masked network and prune to density_k = rho^(k/n), rho = 1 - sparsity
+(n = 100 by default for synflow, 1 for any other criterion).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from pruneexp.errors import PruneexpError
+from pruneexp.pruning.masks import MaskSet
+from pruneexp.schedules import SCHEDULES
+from pruneexp.schedules.context import Level, RunContext
+
+SYNFLOW_ITERATIONS = 100  # Tanaka et al. 2020, Section 6
+
+
+def iterations(cfg: Any) -> int:
+    """`schedule.iterations`, or the criterion's default: 100 for synflow, 1 otherwise."""
+    if cfg.schedule.iterations is not None:
+        return int(cfg.schedule.iterations)
+    return SYNFLOW_ITERATIONS if cfg.criterion.name == "synflow" else 1
+
+
+def density_schedule(sparsity: float, n: int) -> list[float]:
+    """The sparsity after each of the n pruning rounds: 1 - rho^(k/n), k = 1..n, rho = 1 - sparsity."""
+    rho = 1.0 - sparsity
+    return [1.0 - rho ** (k / n) for k in range(1, n + 1)]
+
+
+def check(cfg: Any) -> None:
+    if cfg.schedule.iterations is not None and cfg.schedule.iterations < 1:
+        raise PruneexpError(f"schedule.iterations={cfg.schedule.iterations} must be at least 1 (or null for the criterion's default).")
+
+
+def prune_at_init(ctx: RunContext, model: Any, masks: MaskSet) -> MaskSet:
+    """Score and prune the untrained `model` to `sparsity` in `iterations` rounds, re-scoring the
+    masked network each round."""
+    for target in density_schedule(ctx.cfg.sparsity, iterations(ctx.cfg)):
+        masks = ctx.prune(model, masks, target)
+    return masks
+
+
+@SCHEDULES.register("at_init", check=check)
+def at_init(ctx: RunContext) -> Iterator[Level]:
+    """Levels: 0 the dense network at initialisation (untrained), 1 pruned at initialisation,
+    2 the sparse network trained for `train.duration` from that initialisation."""
+    model = ctx.build_model()
+    dense = ctx.dense_masks(model)
+    init = ctx.level(0, "init", model, dense, lambda: (dense, None))
+    yield init
+    pruned = ctx.level(1, "pruned", model, dense, lambda: (prune_at_init(ctx, model, dense), None))
+    yield pruned
+    yield ctx.level(2, "trained", model, pruned.masks,
+                    lambda: (pruned.masks, ctx.train(model, pruned.masks, ctx.train_cfg(), "train", 2)))

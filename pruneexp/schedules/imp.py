@@ -1,0 +1,178 @@
+"""Iterative pruning with every retraining mode and the lottery-ticket controls.
+
+The recipe (Han et al. 2015; Frankle & Carbin 2019, "The Lottery Ticket Hypothesis"):
+    1. initialise the network and train it (level 0, dense), keeping a snapshot at the rewind point;
+    2. prune `rate` of the remaining weights with the criterion and selector;
+    3. retrain the pruned network by the `retrain` mode:
+       - rewind: restore weights, optimizer state, LR position and data order from the snapshot
+         (iteration 0: the lottery ticket; iteration/epoch k: late rewinding, Frankle et al. 2020)
+         and train the rest of the budget;
+       - lr_rewind: keep the final weights, replay the LR schedule from the rewind point (Renda et
+         al. 2020, "Comparing Rewinding and Fine-tuning in Neural Network Pruning");
+       - finetune: keep the final weights, train with `schedule.finetune` (Renda et al.'s
+         fine-tuning baseline: the final, small LR for a given budget);
+       - reinit (control): the ticket's mask, fresh weights from the same initialiser drawn with
+         another seed, trained from the start (Frankle & Carbin 2019, Section 2);
+       - random_mask (control): a random mask with the ticket's per-layer sparsity, rewound like
+         the ticket;
+    4. repeat 2-3 for `levels` levels or until `target` sparsity.
+The controls use the masks of the rewinding trajectory with the same config (the ticket). A
+`rewind` run shares its masks through `ctx.ticket_files`; a control run reads them there, or
+computes (and shares) the ones it lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from pruneexp.errors import PruneexpError
+from pruneexp.pruning.masks import MaskSet
+from pruneexp.pruning.select import imp_layer_sparsity, imp_sparsity, select
+from pruneexp.schedules import SCHEDULES
+from pruneexp.schedules.context import Level, RunContext
+from pruneexp.train import TrainResult, TrainState, steps_per_epoch, train
+from pruneexp.train.durations import check as check_duration
+from pruneexp.train.durations import to_steps
+from pruneexp.train.optim import make_optimizer
+
+TRAJECTORIES = ("rewind", "lr_rewind", "finetune")  # prune the network they trained themselves
+CONTROLS = ("reinit", "random_mask")  # retrain the ticket's masks differently
+RETRAIN = TRAJECTORIES + CONTROLS
+
+
+def check(cfg: Any) -> None:
+    s = cfg.schedule
+    if s.retrain not in RETRAIN:
+        raise PruneexpError(f"Unknown schedule.retrain '{s.retrain}'; known: {', '.join(RETRAIN)}.")
+    if not 0.0 < s.rate < 1.0:
+        raise PruneexpError(f"schedule.rate={s.rate} must be in (0, 1): the fraction of remaining weights pruned per level.")
+    if s.levels < 1:
+        raise PruneexpError(f"schedule.levels={s.levels} must be at least 1.")
+    if s.target is not None and not 0.0 < s.target < 1.0:
+        raise PruneexpError(f"schedule.target={s.target} must be in (0, 1) (or null: run all schedule.levels).")
+    check_duration(s.rewind)
+
+
+def rewind_step(ctx: RunContext) -> int:
+    """The rewind point in steps ("0it", "500it", "1ep"), which must lie inside the training."""
+    t = ctx.cfg.train
+    spe = steps_per_epoch(ctx.data, t.batch_size)
+    step, total = to_steps(ctx.cfg.schedule.rewind, spe), to_steps(t.duration, spe)
+    if step >= total:
+        raise PruneexpError(f"schedule.rewind={ctx.cfg.schedule.rewind} ({step} steps) is not inside train.duration={t.duration} ({total} steps).")
+    return step
+
+
+def prune_level(ctx: RunContext, model: nn.Module, masks: MaskSet) -> MaskSet:
+    """Remove `schedule.rate` of the remaining weights: per layer (with `prune.layer_rates`, e.g.
+    the output layer at half rate) under layerwise scope, over all layers under global scope."""
+    rate, p = ctx.cfg.schedule.rate, ctx.cfg.prune
+    if p.scope == "layerwise":
+        return ctx.prune(model, masks, 0.0, layer_sparsity=imp_layer_sparsity(masks, rate, dict(p.layer_rates)))
+    return ctx.prune(model, masks, imp_sparsity(masks, rate))
+
+
+def random_masks(inside: MaskSet, like: MaskSet, seed: int) -> MaskSet:
+    """Random masks within `inside`, keeping as many weights in each layer as `like` does (the
+    random-pruning control of Frankle & Carbin 2019). Thresholded by the selector on uniform scores."""
+    g = torch.Generator().manual_seed(seed)
+    scores = {n: torch.rand(inside[n].shape, generator=g) for n in inside.weights}
+    targets = {n: 1.0 - int(like[n].sum()) / like[n].numel() for n in inside.weights}
+    return select(scores, 0.0, inside, scope="layerwise", layer_sparsity=targets)
+
+
+def level_seed(seed: int, level: int) -> int:
+    """The seed of a control's randomness at a level: another seed than the run's, one per level."""
+    return seed * 1_000_003 + 7919 * level + 1
+
+
+class TicketMasks:
+    """The masks of the rewinding trajectory of this config at each level: read from
+    `ctx.ticket_files`, else computed by training the ticket of the level before (and shared)."""
+
+    def __init__(self, ctx: RunContext, dense: MaskSet, dense_weights: dict[str, Any], snapshot: TrainState):
+        self.ctx, self.dense, self.dense_weights, self.snapshot = ctx, dense, dense_weights, snapshot
+
+    @staticmethod
+    def name(level: int) -> str:
+        return f"masks_{level:03d}.pt"
+
+    def __call__(self, level: int) -> MaskSet:
+        if level == 0:
+            return self.dense
+        saved = self.ctx.ticket_files.load(self.name(level))
+        if saved is not None:
+            return MaskSet.from_state_dict(saved).to(self.ctx.device)
+        before = self(level - 1)
+        model = self.ctx.build_model()
+        if level == 1:
+            model.load_state_dict(self.dense_weights)
+        else:
+            train(model, self.ctx.data, before, self.ctx.train_cfg(), seed=self.ctx.cfg.seed, state=self.snapshot, quiet=True)
+        masks = prune_level(self.ctx, model, before)
+        self.ctx.ticket_files.save(self.name(level), masks.state_dict())
+        return masks
+
+
+def retrain(ctx: RunContext, model: nn.Module, masks: MaskSet, snapshot: TrainState, level: int) -> TrainResult:
+    """Train the pruned `model` (holding the previous level's trained weights) by `schedule.retrain`."""
+    mode, cfg = ctx.cfg.schedule.retrain, ctx.train_cfg()
+    if mode in ("rewind", "random_mask"):
+        return ctx.train(model, masks, cfg, mode, level, state=snapshot)
+    if mode == "lr_rewind":
+        fresh = make_optimizer(model.parameters(), cfg).state_dict()
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return ctx.train(model, masks, cfg, mode, level, state=TrainState(snapshot.step, weights, fresh, snapshot.rng))
+    if mode == "finetune":
+        return ctx.train(model, masks, ctx.train_cfg(ctx.cfg.schedule.finetune), mode, level)
+    fresh = ctx.build_model(seed=level_seed(ctx.cfg.seed, level))  # reinit
+    model.load_state_dict(fresh.state_dict())
+    masks.apply_(model)
+    return ctx.train(model, masks, cfg, mode, level)
+
+
+@SCHEDULES.register("imp", check=check)
+def imp(ctx: RunContext) -> Iterator[Level]:
+    """Iterative pruning (Han et al. 2015; Frankle & Carbin 2019; Frankle et al. 2020; Renda et al.
+    2020): train, prune `rate` of the remaining weights, retrain by `schedule.retrain`, repeat.
+    Level 0 is the trained dense network; level k the network retrained at the k-th sparsity."""
+    s = ctx.cfg.schedule
+    r = rewind_step(ctx)
+    model = ctx.build_model()
+    dense_masks = ctx.dense_masks(model)
+
+    def train_dense() -> tuple[MaskSet, TrainResult]:
+        result = ctx.train_dense(model, dense_masks, snapshot_at={r})
+        ctx.run_files.save("rewind.pt", result.snapshots[r])  # kept with the run: resume needs it
+        return dense_masks, result
+
+    level = ctx.level(0, "dense", model, dense_masks, train_dense)
+    yield level
+    snapshot = ctx.run_files.load("rewind.pt")
+    if snapshot is None:  # a run saved before the snapshot was: the dense cache still has it
+        snapshot = ctx.train_dense(ctx.build_model(), dense_masks, snapshot_at={r}).snapshots[r]
+    tickets = None
+    if s.retrain in CONTROLS:
+        tickets = TicketMasks(ctx, dense_masks, {k: v.detach().clone() for k, v in model.state_dict().items()}, snapshot)
+
+    for k in range(1, s.levels + 1):
+        before = level.masks
+
+        def work(k: int = k, before: MaskSet = before) -> tuple[MaskSet, TrainResult]:
+            if tickets is None:
+                masks = prune_level(ctx, model, before)
+                if s.retrain == "rewind":
+                    ctx.ticket_files.save(TicketMasks.name(k), masks.state_dict())
+            elif s.retrain == "reinit":
+                masks = tickets(k)
+            else:
+                masks = random_masks(before, tickets(k), level_seed(ctx.cfg.seed, k))
+            return masks, retrain(ctx, model, masks, snapshot, k)
+
+        level = ctx.level(k, f"level_{k}", model, before, work)
+        yield level
+        if s.target is not None and level.masks.report(model).sparsity >= s.target:
+            break

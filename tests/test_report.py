@@ -1,0 +1,71 @@
+"""`pruneexp report` over a 3-seed imp sweep, and the reproductions' claim checks on known tables."""
+
+import pandas as pd
+import pytest
+
+from pruneexp.errors import PruneexpError
+from pruneexp.report import build_report
+from pruneexp.reproduce import REPRODUCTIONS, passed
+from pruneexp.runner import run
+
+SWEEP = ["schedule=imp", "schedule.levels=2", "train.duration=2ep", "quiet=true", "hardware.threads=1"]
+
+
+def test_report_of_a_three_seed_imp_sweep(make_cfg, tmp_path, cli):
+    dirs = [run(make_cfg(*SWEEP, f"seed={s}", f"schedule.retrain={mode}")).directory
+            for mode in ("rewind", "reinit") for s in (0, 1, 2)]
+    out = tmp_path / "report"
+    table = build_report([tmp_path / "results"], out)
+    assert len(table) == 6  # 2 setups x 3 levels
+    assert set(table["setup"]) == {"retrain=rewind", "retrain=reinit"}
+    assert (table["seeds"] == 3).all()
+    for (setup, level), rows in table.groupby(["setup", "level"]):
+        want = pd.concat([pd.read_csv(d / "levels.csv") for d in dirs if setup.endswith(_retrain(d))])
+        want = want[want["level"] == level]["test_acc"]
+        assert rows["test_acc_mean"].iloc[0] == pytest.approx(want.mean())
+        assert rows["test_acc_std"].iloc[0] == pytest.approx(want.std())
+    assert (out / "table.md").read_text().count("\n") == 2 + 6
+    png = (out / "accuracy_vs_sparsity.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    proc = cli("report", str(tmp_path / "results"), "--out", str(tmp_path / "cli"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(tmp_path / "cli" / "table.csv")) == 6 and "6 rows" in proc.stdout
+
+
+def _retrain(directory) -> str:
+    return next(line.split(":")[1].strip() for line in (directory / "config.yaml").read_text().splitlines()
+                if line.strip().startswith("retrain:"))
+
+
+def test_report_without_runs_fails_clearly(tmp_path):
+    with pytest.raises(PruneexpError, match="No runs"):
+        build_report([tmp_path], tmp_path / "out")
+
+
+def lth_table(ticket, reinit, remaining):
+    rows = []
+    for retrain, accs in (("rewind", ticket), ("reinit", reinit)):
+        for level, (acc, rem) in enumerate(zip(accs, remaining)):
+            rows.append({"schedule.retrain": retrain, "level": level, "remaining_mean": rem, "test_acc_at_best_mean": acc,
+                         "best_step_mean": 1000.0 - 10 * level})
+    return pd.DataFrame(rows)
+
+
+def test_lth_claims_pass_and_fail_on_known_tables():
+    check = REPRODUCTIONS.get("lth_lenet").check
+    remaining = [1.0, 0.5, 0.1, 0.05, 0.036]
+    good = check(lth_table([0.980, 0.982, 0.983, 0.981, 0.978], [0.980, 0.975, 0.97, 0.96, 0.95], remaining))
+    assert [c.passed for c in good] == [True, True, None] and passed(good)
+    # the ticket falls 1 point below dense at 3.6 %, and loses to reinit at 5 %
+    bad = check(lth_table([0.980, 0.982, 0.983, 0.95, 0.970], [0.980, 0.975, 0.97, 0.96, 0.95], remaining))
+    assert [c.passed for c in bad] == [False, False, None] and not passed(bad)
+
+
+def test_mnist1d_claims_on_a_known_table():
+    check = REPRODUCTIONS.get("mnist1d_lottery").check
+    rows = [{"schedule.retrain": r, "level": k, "remaining_mean": rem, "test_acc_mean": acc}
+            for r, accs in (("rewind", (0.65, 0.70, 0.725)), ("random_mask", (0.65, 0.64, 0.62)))
+            for k, (rem, acc) in enumerate(zip((1.0, 0.3, 0.1), accs))]
+    checks = check(pd.DataFrame(rows))
+    assert [c.passed for c in checks] == [True, True, None]
+    assert "72.5 %" in checks[0].ours and "62.0 %" in checks[0].ours and "5 points" in checks[0].tolerance
