@@ -78,18 +78,21 @@ def aggregate(levels: pd.DataFrame, setup_keys: list[str]) -> pd.DataFrame:
     return stats.reset_index()
 
 
+def mean_pm(row: pd.Series, metric: str, scale: float = 100.0, digits: int = 2) -> str:
+    """'mean ± std' of an aggregated metric (scaled, e.g. to %), '' where the row has none."""
+    if f"{metric}_mean" not in row or pd.isna(row[f"{metric}_mean"]):
+        return ""
+    std = row[f"{metric}_std"]
+    return f"{row[f'{metric}_mean'] * scale:.{digits}f}" + ("" if pd.isna(std) else f" ± {std * scale:.{digits}f}")
+
+
 def markdown(table: pd.DataFrame, setup_keys: list[str]) -> str:
     """The table as markdown: mean ± std (n) per metric, accuracies in %."""
     head = ["setup", "level", "weights remaining %", "test acc %", "test acc at early stop %", "early-stop iteration", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        def pm(m: str, scale: float = 100.0, digits: int = 2) -> str:
-            if f"{m}_mean" not in r or pd.isna(r[f"{m}_mean"]):
-                return ""
-            std = r[f"{m}_std"]
-            return f"{r[f'{m}_mean'] * scale:.{digits}f}" + ("" if pd.isna(std) else f" ± {std * scale:.{digits}f}")
-        lines.append("| " + " | ".join([r["setup"], str(r["level"]), pm("remaining", digits=1), pm("test_acc"),
-                                         pm("test_acc_at_best"), pm("best_step", 1.0, 0), str(r["seeds"])]) + " |")
+        lines.append("| " + " | ".join([r["setup"], str(r["level"]), mean_pm(r, "remaining", digits=1), mean_pm(r, "test_acc"),
+                                         mean_pm(r, "test_acc_at_best"), mean_pm(r, "best_step", 1.0, 0), str(r["seeds"])]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,11 +148,6 @@ def rich_table(table: pd.DataFrame, title: str) -> Any:
     for col in ("setup", "level", "remaining %", "test acc %", "early-stop test acc %", "early-stop it", "seeds"):
         out.add_column(col, justify="left" if col == "setup" else "right")
     for _, r in table.iterrows():
-        def pm(m: str, scale: float = 100.0, d: int = 2) -> str:
-            if f"{m}_mean" not in r or pd.isna(r[f"{m}_mean"]):
-                return ""
-            s = r[f"{m}_std"]
-            return f"{r[f'{m}_mean'] * scale:.{d}f}" + ("" if pd.isna(s) else f" ± {s * scale:.{d}f}")
-        out.add_row(r["setup"], str(r["level"]), pm("remaining", d=1), pm("test_acc"), pm("test_acc_at_best"),
-                    pm("best_step", 1.0, 0), str(r["seeds"]))
+        out.add_row(r["setup"], str(r["level"]), mean_pm(r, "remaining", digits=1), mean_pm(r, "test_acc"),
+                    mean_pm(r, "test_acc_at_best"), mean_pm(r, "best_step", 1.0, 0), str(r["seeds"]))
     return out
