@@ -48,7 +48,7 @@ class CriterionConfig:
     batch_size: int = 128
     # Options of individual criteria; each criterion documents the ones it reads.
     p: float = 1.0  # norm order for structured `norm`
-    variant: str = "weight"  # taylor: weight | activation; obd: fisher | hutchinson
+    variant: str = ""  # "" = the criterion's default; taylor: weight | activation; obd: fisher | hutchinson
     probes: int = 8  # Hutchinson probes (obd)
     damping: float = 0.01  # relative damping of layer Hessians (obs)
     source: str = "activations"  # entropy: activations | weights

@@ -29,6 +29,9 @@ def check_granularity(cfg: Any) -> None:
     p, c = cfg.prune, cfg.criterion
     if p.granularity not in GRANULARITIES:
         raise PruneexpError(f"Unknown prune.granularity '{p.granularity}'; known: {', '.join(GRANULARITIES)}.")
+    for key, allowed in CRITERIA.meta(c.name)["choices"].items():
+        if c[key] and c[key] not in allowed:  # "" leaves the criterion its default
+            raise PruneexpError(f"Criterion '{c.name}' has no criterion.{key}={c[key]}; it takes: {', '.join(allowed)}.")
     can = supported_granularities(c.name, c.variant)
     if p.granularity not in can:
         variant = f" (variant={c.variant})" if c.variant in CRITERIA.meta(c.name)["variants"] else ""

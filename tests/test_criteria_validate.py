@@ -19,7 +19,7 @@ def test_every_pair_is_accepted_or_refused_with_the_supported_ones_named(make_cf
     refused = accepted = 0
     for criterion, variant in VARIANTS:
         for gran in GRANULARITIES:
-            cfg = OmegaConf.merge(base, {"criterion": {"name": criterion, "variant": variant or "weight"},
+            cfg = OmegaConf.merge(base, {"criterion": {"name": criterion, "variant": variant or ""},
                                          "prune": {"granularity": gran}, "sparsity": 0.5})
             can = supported_granularities(criterion, variant)
             if gran in can:
@@ -67,3 +67,19 @@ def test_channel_run_keeps_the_classifier_and_masks_pruned_units_bias(make_cfg):
         assert (state["model"][f"{layer}.bias"][~alive] == 0).all()
     hidden = sum(int(masks[f"{layer}.weight"].any(1).sum()) for layer in ("layers.1", "layers.3"))
     assert hidden == 200  # half of the 300 + 100 hidden units
+
+
+@pytest.mark.parametrize("override, message", [
+    ("criterion.variant=hutchinsn", "it takes: fisher, hutchinson"),
+    ("criterion.source=weight", "it takes: activations, weights"),
+])
+def test_a_misspelt_criterion_option_is_refused(make_cfg, override, message):
+    from pruneexp.errors import PruneexpError
+    from pruneexp.validate import validate
+
+    criterion = "obd" if "variant" in override else "entropy"
+    granularity = "weight" if criterion == "obd" else "channel"
+    with pytest.raises(PruneexpError, match=message):
+        validate(make_cfg(f"criterion={criterion}", f"prune.granularity={granularity}", override))
+    validate(make_cfg(f"criterion={criterion}", f"prune.granularity={granularity}"))  # the defaults pass
+    validate(make_cfg(f"criterion.name={criterion}", f"prune.granularity={granularity}"))  # so does name only

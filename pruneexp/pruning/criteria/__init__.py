@@ -53,10 +53,13 @@ CRITERIA: Registry[Criterion] = Registry("criterion")
 
 
 def register_criterion(name: str, *, granularities: tuple[str, ...],
-                       variants: dict[str, tuple[str, ...]] | None = None) -> Callable[[Criterion], Criterion]:
+                       variants: dict[str, tuple[str, ...]] | None = None,
+                       choices: dict[str, tuple[str, ...]] | None = None) -> Callable[[Criterion], Criterion]:
     """Register a criterion with the granularities it can score; `variants` maps a
-    `criterion.variant` value to the granularities of that variant when they differ."""
-    return CRITERIA.register(name, granularities=granularities, variants=variants or {})
+    `criterion.variant` value to the granularities of that variant when they differ; `choices`
+    lists the values a string option the criterion reads may take (e.g. {"variant": ("fisher",
+    "hutchinson")}), so a typo is refused before training instead of falling back to a default."""
+    return CRITERIA.register(name, granularities=granularities, variants=variants or {}, choices=choices or {})
 
 
 def supported_granularities(name: str, variant: str | None = None) -> tuple[str, ...]:

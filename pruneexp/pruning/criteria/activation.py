@@ -37,7 +37,7 @@ def histogram_entropy(values: Tensor, bins: int) -> Tensor:
     return out
 
 
-@register_criterion("entropy", granularities=("channel",))
+@register_criterion("entropy", granularities=("channel",), choices={"source": ("activations", "weights")})
 def entropy(ctx: ScoreContext) -> Scores:
     """Entropy pruning (Luo & Wu 2017, "An Entropy-based Pruning Method for CNN Compression"): the
     globally average-pooled activation of unit c over the scoring samples is binned into

@@ -67,7 +67,7 @@ def fisher_curvature(ctx: ScoreContext) -> dict[str, Tensor]:
     return {n: t / count for n, t in total.items()}
 
 
-@register_criterion("obd", granularities=("weight", "channel", "nm", "block"))
+@register_criterion("obd", granularities=("weight", "channel", "nm", "block"), choices={"variant": ("fisher", "hutchinson")})
 def obd(ctx: ScoreContext) -> Scores:
     """Optimal Brain Damage (LeCun, Denker & Solla 1990): s_q = 1/2 h_qq w_q^2, h_qq the Hessian
     diagonal; for a group G the same quadratic model of removing it, s_G = 1/2 w_G^T H_GG w_G (the

@@ -11,7 +11,8 @@ from pruneexp.pruning.criteria import ScoreContext, Scores, register_criterion
 from pruneexp.pruning.criteria.common import batch_gradients, hvp, mean_gradient, scoring_mode
 
 
-@register_criterion("taylor", granularities=("weight", "channel", "nm", "block"), variants={"activation": ("channel",)})
+@register_criterion("taylor", granularities=("weight", "channel", "nm", "block"), variants={"activation": ("channel",)},
+                    choices={"variant": ("weight", "activation")})
 def taylor(ctx: ScoreContext) -> Scores:
     """First-order Taylor importance (Molchanov et al. 2019, "Importance Estimation for Neural
     Network Pruning"): the squared first-order loss change of removing a group, accumulated over
