@@ -106,6 +106,10 @@ class ScheduleConfig:
     # the controls reinit | random_mask (on the masks of the rewind trajectory)
     retrain: str = "rewind"
     rewind: str = "0it"  # the rewind point: "0it" (lottery ticket), "500it", "1ep" (late rewinding)
+    # imp, retrain=reinit: compute only these levels in this invocation (a reinit level depends only
+    # on the ticket's mask at that level, as OpenLTH's per-level branches); the run stays "partial"
+    # and a later invocation without it computes the rest. Does not change results, so not hashed.
+    only_levels: Optional[List[int]] = None
     # gmp: sparsity raised along the cubic of Zhu & Gupta from initial_sparsity at `start` to the
     # top-level `sparsity` at `end`, every `frequency`
     start: str = "0it"
@@ -158,7 +162,8 @@ class Config:
 
 
 # Keys that do not change what a run computes; the run hash leaves them out.
-NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir", "dataset.download")
+NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
+                   "dataset.download", "schedule.only_levels")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 

@@ -143,11 +143,23 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         write_csv(store.path("latency.csv"), timer.rows)
     if timer.rows:  # levels.csv stays free of wall times (same seed, same bytes); the join goes beside it
         write_csv(store.path("levels_latency.csv"), join_latency(rows, timer.rows))
-    store.write_summary(_summary(cfg, directory, rows, "complete", started, device, data.input_shape, data.num_classes))
+    status = "partial" if _left_out(cfg, rows) else "complete"
+    store.write_summary(_summary(cfg, directory, rows, status, started, device, data.input_shape, data.num_classes))
     print_levels(rows, title, console)
     print_latency(timer.rows, "latency (latency.csv)", console)
     console.print(f"Results: {directory}")
+    if status == "partial":
+        console.print(f"[yellow]Partial[/yellow]: levels {_left_out(cfg, rows)} were left out (schedule.only_levels); "
+                      "run again without it to compute them.")
     return RunOutcome(directory, rows, resumed)
+
+
+def _left_out(cfg: DictConfig, rows: list[dict[str, Any]]) -> list[int]:
+    """The levels that schedule.only_levels left for a later invocation (none without it)."""
+    if cfg.schedule.get("only_levels") is None:
+        return []
+    done = {int(r["level"]) for r in rows}
+    return [k for k in range(cfg.schedule.levels + 1) if k not in done]
 
 
 def _summary(cfg: DictConfig, directory: Path, rows: list[dict[str, Any]], status: str, started: float,

@@ -197,3 +197,33 @@ def test_rewinding_twice_to_a_late_snapshot_gives_the_same_network():
         train(model, data, masks, c, seed=0, state=snap, quiet=True)
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
+
+
+def test_reinit_levels_run_apart_equal_one_full_run(make_cfg, tmp_path):
+    """schedule.only_levels computes some reinit levels now and the rest later (OpenLTH's per-level
+    branches); the finished run is byte for byte the run that computed every level in one go."""
+    IMP = [*globals()["IMP"], "schedule.retrain=reinit"]
+    full = run(make_cfg(*IMP, f"results_dir={tmp_path / 'full'}"))
+    first = run(make_cfg(*IMP, "schedule.only_levels=[3,1]"))
+    assert [r["level"] for r in first.levels] == [0, 1, 3]
+    assert json.loads((first.directory / "summary.json").read_text())["status"] == "partial"
+    rest = run(make_cfg(*IMP))  # the same run (only_levels is not hashed): restores 1 and 3, computes 2
+    assert rest.directory == first.directory and rest.resumed_levels == 3
+    assert json.loads((rest.directory / "summary.json").read_text())["status"] == "complete"
+    for name in ("levels.csv", "layers.csv"):
+        assert (rest.directory / name).read_bytes() == (full.directory / name).read_bytes(), name
+    logs = [pd.read_csv(d / "train_log.csv").drop(columns="elapsed_s") for d in (rest.directory, full.directory)]
+    assert logs[0].equals(logs[1])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["schedule.only_levels=[1]"], "applies to retrain=reinit only"),  # the ticket's levels chain
+    (["schedule.retrain=random_mask", "schedule.only_levels=[1]"], "drawn inside level k-1"),
+    (["schedule.retrain=reinit", "schedule.only_levels=[0,4]"], r"must name levels in 1\.\.3"),
+    (["schedule.retrain=reinit", "schedule.only_levels=[2]", "schedule.target=0.5"], "schedule.target=null"),
+])
+def test_only_levels_is_refused_where_levels_depend_on_each_other(make_cfg, bad, message):
+    from pruneexp.errors import PruneexpError
+
+    with pytest.raises(PruneexpError, match=message):
+        run(make_cfg(*IMP, *bad))

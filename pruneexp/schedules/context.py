@@ -161,6 +161,11 @@ class RunContext:
         test_loss, test_acc = evaluate(model, self.data.test_x, self.data.test_y, bs)
         return dict(val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
 
+    def finished(self, level: int) -> bool:
+        """Whether an earlier invocation of this run finished `level` (and kept its weights)."""
+        saved = self.load_level(level)
+        return saved is not None and "model" in saved
+
     def level(self, level: int, name: str, model: nn.Module, masks: MaskSet,
               work: Callable[[], tuple[MaskSet, TrainResult | None]]) -> Level:
         """Level `level`: restored from disk if a previous run finished it (weights and masks

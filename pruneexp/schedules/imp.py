@@ -54,6 +54,17 @@ def check(cfg: Any) -> None:
     if s.target is not None and not 0.0 < s.target < 1.0:
         raise PruneexpError(f"schedule.target={s.target} must be in (0, 1) (or null: run all schedule.levels).")
     check_duration(s.rewind)
+    only = s.get("only_levels")
+    if only is not None:
+        if s.retrain != "reinit":
+            raise PruneexpError(f"schedule.only_levels applies to retrain=reinit only: level k of retrain={s.retrain} is "
+                                f"{'drawn inside' if s.retrain == 'random_mask' else 'pruned from'} level k-1, so its levels run in order.")
+        if s.target is not None:
+            raise PruneexpError("schedule.only_levels needs schedule.target=null: the levels are counted, not searched for.")
+        outside = [k for k in only if not 1 <= k <= s.levels]
+        if outside or not only:
+            raise PruneexpError(f"schedule.only_levels={list(only)} must name levels in 1..{s.levels} (schedule.levels); "
+                                f"level 0 is the shared dense network and always present.")
 
 
 def rewind_step(ctx: RunContext) -> int:
@@ -158,7 +169,10 @@ def imp(ctx: RunContext) -> Iterator[Level]:
     if s.retrain in CONTROLS:
         tickets = TicketMasks(ctx, dense_masks, {k: v.detach().clone() for k, v in model.state_dict().items()}, snapshot)
 
+    only = None if s.get("only_levels") is None else set(s.only_levels)
     for k in range(1, s.levels + 1):
+        if only is not None and k not in only and not ctx.finished(k):
+            continue  # a reinit level left for a later invocation (it needs no level before it)
         before = level.masks
 
         def work(k: int = k, before: MaskSet = before) -> tuple[MaskSet, TrainResult]:
