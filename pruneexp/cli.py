@@ -22,16 +22,19 @@ commands:
   report PATH... [--out DIR] [--metric M]
                          aggregate runs (run folders, multirun folders) over seeds: table.csv, table.md,
                          accuracy_vs_sparsity.png (in --out, default the first PATH)
-  reproduce NAME [--fast] [overrides]
+  reproduce NAME [--fast] [--jobs N] [--report-only] [overrides]
                          run a paper reproduction (conf/experiment/NAME.yaml), report, check the paper's
-                         claims; exit 1 if a claim fails. Names: lth_lenet, mnist1d_lottery, renda_rewinding
+                         claims; exit 1 if a claim fails. Names: lth_lenet, mnist1d_lottery, renda_rewinding.
+                         --jobs N runs seeds in N processes; --report-only checks the runs already on disk
 
 `pruneexp run --help` shows the config groups and the resolved config."""
 
 
 def fail(message: str) -> None:
     """Print a user-facing error as one paragraph (no traceback) and exit with status 2."""
-    Console(stderr=True).print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(2)
 
 
@@ -108,15 +111,23 @@ def report_command(args: list[str]) -> None:
 
 
 def reproduce_command(args: list[str]) -> None:
+    import argparse
+
     from pruneexp.reproduce import REPRODUCTIONS, passed, reproduce
 
-    names = [a for a in args if not a.startswith("-") and "=" not in a]
-    if len(names) != 1:
-        fail(f"Usage: pruneexp reproduce NAME [--fast] [overrides]; names: {', '.join(REPRODUCTIONS.names())}.")
-    unknown = [a for a in args if a.startswith("-") and a != "--fast"]
-    if unknown:
-        fail(f"Unknown option {unknown[0]}; the only option is --fast.")
-    checks, _ = reproduce(names[0], fast="--fast" in args, extra=[a for a in args if "=" in a])
+    parser = argparse.ArgumentParser(prog="pruneexp reproduce", description="Run a paper reproduction, report, check its claims.")
+    parser.add_argument("name", choices=REPRODUCTIONS.names(), metavar="NAME", help=f"one of {', '.join(REPRODUCTIONS.names())}")
+    parser.add_argument("overrides", nargs="*", help="config overrides (key=value) on top of the reproduction's")
+    parser.add_argument("--fast", action="store_true", help="the cut-down variant (CI)")
+    parser.add_argument("--jobs", type=int, default=1, help="run the seeds of a setup in this many processes")
+    parser.add_argument("--report-only", action="store_true", help="compute nothing: report and check the runs on disk")
+    opts = parser.parse_intermixed_args(args)
+    bad = [o for o in opts.overrides if "=" not in o]
+    if bad:
+        fail(f"'{bad[0]}' is not an override (key=value); usage: pruneexp reproduce NAME [--fast] [--jobs N] [--report-only] [overrides].")
+    if opts.jobs < 1:
+        fail(f"--jobs {opts.jobs} must be at least 1.")
+    checks, _ = reproduce(opts.name, fast=opts.fast, extra=opts.overrides, jobs=opts.jobs, report_only=opts.report_only)
     if not passed(checks):
         raise SystemExit(1)
 

@@ -42,12 +42,12 @@ def test_report_without_runs_fails_clearly(tmp_path):
         build_report([tmp_path], tmp_path / "out")
 
 
-def lth_table(ticket, reinit, remaining):
+def lth_table(ticket, reinit, remaining, reinit_seeds=3):
     rows = []
-    for retrain, accs in (("rewind", ticket), ("reinit", reinit)):
+    for retrain, accs, seeds in (("rewind", ticket, 3), ("reinit", reinit, reinit_seeds)):
         for level, (acc, rem) in enumerate(zip(accs, remaining)):
             rows.append({"schedule.retrain": retrain, "level": level, "remaining_mean": rem, "test_acc_at_best_mean": acc,
-                         "best_step_mean": 1000.0 - 10 * level})
+                         "best_step_mean": 1000.0 - 10 * level, "seeds": seeds})
     return pd.DataFrame(rows)
 
 
@@ -59,6 +59,9 @@ def test_lth_claims_pass_and_fail_on_known_tables():
     # the ticket falls 1 point below dense at 3.6 %, and loses to reinit at 5 %
     bad = check(lth_table([0.980, 0.982, 0.983, 0.95, 0.970], [0.980, 0.975, 0.97, 0.96, 0.95], remaining))
     assert [c.passed for c in bad] == [False, False, None] and not passed(bad)
+    # a control run on fewer seeds than the ticket says so next to its numbers
+    fewer = check(lth_table([0.980, 0.982, 0.983, 0.981, 0.978], [0.980, 0.975, 0.97, 0.96, 0.95], remaining, reinit_seeds=1))
+    assert "5.00 %: 98.10 % vs 96.00 % (3 vs 1 seeds)" in fewer[1].ours
 
 
 def test_mnist1d_claims_on_a_known_table():
@@ -69,3 +72,30 @@ def test_mnist1d_claims_on_a_known_table():
     checks = check(pd.DataFrame(rows))
     assert [c.passed for c in checks] == [True, True, None]
     assert "72.5 %" in checks[0].ours and "62.0 %" in checks[0].ours and "5 points" in checks[0].tolerance
+
+
+# lth_lenet cut down to digits: 2 levels of 2 epochs, so that the reproduction machinery runs in seconds
+TINY_LTH = ["dataset=digits", "dataset.val_size=300", "train.duration=2ep", "train.eval_every=1ep", "schedule.levels=2",
+            "train.eval_batch_size=1000"]
+
+
+def test_reproduce_runs_seeds_in_processes_and_reports_what_is_on_disk(cli, tmp_path):
+    empty = cli("reproduce", "lth_lenet", "--report-only", *TINY_LTH)
+    assert empty.returncode == 2 and "No run of lth_lenet is on disk" in empty.stderr
+    full = cli("reproduce", "lth_lenet", "--jobs", "2", *TINY_LTH)
+    assert full.returncode in (0, 1), full.stderr  # the claims need the real recipe; here only the machinery
+    checks = (tmp_path / "results" / "reproductions" / "lth_lenet" / "checks.md").read_text()
+    for setup in ("ticket", "reinit"):
+        for seed in (0, 1, 2):
+            assert f"- {setup}, seed {seed}: complete (levels 0-2)" in checks
+    table = pd.read_csv(tmp_path / "results" / "reproductions" / "lth_lenet" / "table.csv")
+    assert (table["seeds"] == 3).all() and len(table) == 6
+    # a reinit run computed in part: report-only names the levels it holds and computes nothing
+    seed0 = [*TINY_LTH, "train.lr=0.002", "seed=0", "experiment=lth_lenet", "quiet=true"]
+    assert cli("run", *seed0).returncode == 0
+    assert cli("run", *seed0, "schedule.retrain=reinit", "schedule.only_levels=[2]").returncode == 0
+    assert cli("reproduce", "lth_lenet", "--report-only", *TINY_LTH, "train.lr=0.002").returncode in (0, 1)
+    checks = (tmp_path / "results" / "reproductions" / "lth_lenet" / "checks.md").read_text()
+    assert "report only" in checks and "- ticket, seed 0: complete (levels 0-2)" in checks
+    assert "- reinit, seed 0: partial (levels [0, 2], missing [1])" in checks
+    assert "- ticket, seed 1: missing (nothing)" in checks

@@ -4,7 +4,9 @@ print and write the pass/fail table next to the report (results/reproductions/NA
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,6 +16,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from pruneexp.errors import PruneexpError
 from pruneexp.registry import Registry
 from pruneexp.report import build_report, rich_table
 from pruneexp.results.store import write_csv, write_text
@@ -63,26 +66,71 @@ def compose(overrides: list[str]):
         return hydra_compose("config", overrides=overrides)
 
 
-def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, console: Console | None = None) -> tuple[list[Check], Path]:
-    """Run every (setup, seed) of reproduction `name`, report, check; return the checks and the folder."""
+def run_overrides(spec: Reproduction, setup: list[str], seed: int, fast: bool, extra: list[str]) -> list[str]:
+    return [f"experiment={spec.name}", *setup, *(spec.fast if fast else []), f"seed={seed}", "quiet=true", *extra]
+
+
+def _run_one(overrides: list[str]) -> str:
+    """One (setup, seed) run; module-level so that a process pool can call it."""
     from pruneexp.runner import run
+
+    return str(run(compose(overrides), console=Console(quiet=True)).directory)
+
+
+def coverage_line(label: str, directory: Path, levels: int) -> str:
+    """What a run holds: complete, partial (which levels) or missing."""
+    from pruneexp.results import RunStore
+
+    store = RunStore(directory)
+    summary = store.read_summary() or {}
+    done = sorted(int(r["level"]) for r in store.read_csv("levels.csv")) if store.path("levels.csv").exists() else []
+    status = summary.get("status", "missing") if done else "missing"
+    missing = [k for k in range(levels + 1) if k not in done]
+    detail = f"levels {done[0]}-{done[-1]}" if done and not missing else (f"levels {done}, missing {missing}" if done else "nothing")
+    return f"{label}: {status} ({detail}) in {directory.name}"
+
+
+def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, console: Console | None = None,
+              jobs: int = 1, report_only: bool = False) -> tuple[list[Check], Path]:
+    """Run every (setup, seed) of reproduction `name`, report, check; return the checks and the folder.
+
+    `jobs` runs the seeds of a setup in that many processes (setups stay in order: the controls read
+    the ticket's masks). `report_only` computes nothing: it reports and checks the runs already on
+    disk, complete or not, and says in checks.md which levels each run holds."""
+    from pruneexp.runner import run_directory
 
     console = console or Console()
     spec = REPRODUCTIONS.get(name)
     started, cpu = time.perf_counter(), time.process_time()
-    runs = []
+    runs, coverage = [], []
     for label, setup in spec.setups.items():
-        for seed in spec.fast_seeds if fast else spec.seeds:
-            cfg = compose([f"experiment={name}", *setup, *(spec.fast if fast else []), f"seed={seed}", "quiet=true", *(extra or [])])
-            console.print(f"[bold]{name}[/bold]{' --fast' if fast else ''}: {label}, seed {seed}")
-            runs.append(run(cfg, console=Console(quiet=True)).directory)
+        todo = [(seed, run_overrides(spec, setup, seed, fast, extra or [])) for seed in (spec.fast_seeds if fast else spec.seeds)]
+        if not report_only:
+            console.print(f"[bold]{name}[/bold]{' --fast' if fast else ''}: {label}, seeds {', '.join(str(s) for s, _ in todo)}"
+                          + (f" ({jobs} processes)" if jobs > 1 else ""))
+            if jobs > 1:
+                with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    list(pool.map(_run_one, [o for _, o in todo]))
+            else:
+                for _, overrides in todo:
+                    _run_one(overrides)
+        for seed, overrides in todo:
+            cfg = compose(overrides)
+            directory = run_directory(cfg)
+            coverage.append(coverage_line(f"{label}, seed {seed}", directory, cfg.schedule.get("levels", 0)))
+            if (directory / "levels.csv").exists():
+                runs.append(directory)
+    if not runs:
+        raise PruneexpError(f"No run of {name} is on disk under {cfg.results_dir}: run `pruneexp reproduce {name}` first.")
     out = Path(cfg.results_dir) / "reproductions" / (name + ("_fast" if fast else ""))
     table = build_report(runs, out, metric=spec.metric, title=f"{name}{' (fast)' if fast else ''}")
     console.print(rich_table(table, f"{name}: {spec.paper}"))
     checks = spec.check(table)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    write_checks(checks, out, f"{name}{' --fast' if fast else ''}: {spec.paper}", wall, cpu, fast, spec)
+    write_checks(checks, out, f"{name}{' --fast' if fast else ''}: {spec.paper}", wall, cpu, fast, spec, coverage, report_only)
     console.print(checks_table(checks, f"{name}{' --fast' if fast else ''}: claims of {spec.paper}"))
+    for line in coverage:
+        console.print(line, highlight=False)
     console.print(f"Report and checks: {out} ({wall / 60:.1f} min)")
     return checks, out
 
@@ -101,15 +149,19 @@ def checks_table(checks: list[Check], title: str) -> Table:
     return table
 
 
-def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, cpu_s: float, fast: bool, spec: Reproduction) -> None:
+def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, cpu_s: float, fast: bool, spec: Reproduction,
+                 coverage: list[str] = (), report_only: bool = False) -> None:
     write_csv(out / "checks.csv", [dict(claim=c.claim, paper=c.paper, ours=c.ours, tolerance=c.tolerance, verdict=verdict(c)) for c in checks])
     seeds = spec.fast_seeds if fast else spec.seeds
-    lines = [f"# {title}", "", f"Command: `pruneexp reproduce {spec.name}{' --fast' if fast else ''}`; "
-             f"setups: {', '.join(spec.setups)}; seeds: {', '.join(map(str, seeds))}; wall time {wall_s / 60:.1f} min "
-             f"({cpu_s / 60:.1f} min of CPU time, {torch.get_num_threads()} thread(s)).",
+    command = f"pruneexp reproduce {spec.name}{' --fast' if fast else ''}{' --report-only' if report_only else ''}"
+    timing = ("report only: the runs were computed beforehand" if report_only else
+              f"wall time {wall_s / 60:.1f} min ({cpu_s / 60:.1f} min of CPU time in this process, {torch.get_num_threads()} thread(s))")
+    lines = [f"# {title}", "", f"Command: `{command}`; setups: {', '.join(spec.setups)}; seeds: {', '.join(map(str, seeds))}; {timing}.",
              *([f"Fast variant overrides: `{' '.join(spec.fast)}`."] if fast else []), "",
              "| claim | paper | ours | tolerance | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {c.claim} | {c.paper} | {c.ours} | {c.tolerance} | {verdict(c)} |" for c in checks]
+    if coverage:
+        lines += ["", "Runs behind these numbers:", "", *[f"- {line}" for line in coverage]]
     lines += ["", "The level table is table.md; the plot accuracy_vs_sparsity.png.", ""]
     write_text(out / "checks.md", "\n".join(lines))
 
