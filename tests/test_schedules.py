@@ -45,6 +45,36 @@ def test_global_imp_removes_the_rate_of_what_remains():
     assert imp_sparsity(masks, 0.2) == pytest.approx(0.52)  # 40 pruned + 12 of the 60 remaining
 
 
+def test_imp_targets_count_groups_at_channel_and_block_granularity():
+    """The selector counts units (channel) and blocks; imp's per-level targets must count the same,
+    else layers of different fan-in make `rate` of the weights differ from `rate` of the units."""
+    from pruneexp.pruning.groups import Granularity
+
+    wide, narrow = torch.ones(10, 100, dtype=torch.bool), torch.ones(30, 2, dtype=torch.bool)
+    wide[:4] = False  # 4 of 10 units gone (400 of 1000 weights)
+    masks = MaskSet({"wide": wide, "narrow": narrow})
+    channel = Granularity("channel")
+    # global: 36 of 40 units live; 20 % of them is 7.2 -> 7 more: (4 + 7) / 40
+    assert imp_sparsity(masks, 0.2, channel) == pytest.approx(11 / 40)
+    assert imp_sparsity(masks, 0.2, channel, exclude=("narrow",)) == pytest.approx((4 + 1) / 10)  # round(0.2 * 6)
+    assert imp_sparsity(masks, 0.2) == pytest.approx((400 + 132) / 1060)  # weight granularity counts weights
+    layer = imp_layer_sparsity(masks, 0.5, {"@last": 0.5}, channel)
+    assert layer == {"wide": pytest.approx((4 + 3) / 10), "narrow": pytest.approx(round(0.25 * 30) / 30)}
+    blocks = Granularity("block", block=(2, 50))  # wide: 5 x 2 blocks, 2 of the 5 block rows gone
+    assert imp_layer_sparsity(masks, 0.5, {}, blocks)["wide"] == pytest.approx((4 + 3) / 10)
+
+
+def test_channel_imp_run_removes_the_rate_of_the_remaining_units(make_cfg):
+    overrides = [o for o in IMP if "layer_rates" not in o]
+    out = run(make_cfg(*overrides, "prune.granularity=channel", "schedule.rate=0.5"))
+    layers = pd.read_csv(out.directory / "layers.csv")
+    fan_in = {n: p.shape[1] for n, p in create_model("lenet_300_100", (1, 8, 8), 10).named_parameters() if n.endswith("weight")}
+    for name in ("layers.1.weight", "layers.3.weight"):  # the classifier keeps its outputs
+        # channel masks cover whole rows, so the live units are the kept weights over the fan-in
+        alive = [int(n) // fan_in[name] for n in layers[layers["layer"] == name].sort_values("level")["nonzero"]]
+        assert all(alive[k] == alive[k - 1] - round(0.5 * alive[k - 1]) for k in (1, 2, 3)), (name, alive)
+
+
 def test_cubic_schedule_values():
     """Zhu & Gupta 2017: s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3."""
     at = {t: cubic_sparsity(t, 0.1, 0.9, t0=100, n=10, dt=20) for t in (0, 100, 150, 200, 250, 300, 400)}

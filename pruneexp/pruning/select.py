@@ -134,7 +134,7 @@ def select(
 
     flat, alive = {}, {}
     for n in names:
-        alive[n] = gran.reduce(current[n].double().cpu(), "sum").flatten() > 0  # a group lives while any weight does
+        alive[n] = alive_groups(current[n], gran)
         s = _group_scores(scores[n], shapes[n], gran, group_reduce, n).flatten()
         flat[n] = torch.where(alive[n], s, torch.tensor(float("-inf"), dtype=s.dtype))
 
@@ -162,22 +162,32 @@ def select(
     return MaskSet(masks, current.weights)
 
 
-def imp_layer_sparsity(current: MaskSet, rate: float, layer_rates: Mapping[str, float]) -> dict[str, float]:
+def alive_groups(mask: Tensor, gran: Granularity) -> Tensor:
+    """Flat bool over the groups of `gran` in a weight's mask: a group lives while any weight does."""
+    return gran.reduce(mask.double().cpu(), "sum").flatten() > 0
+
+
+def imp_layer_sparsity(current: MaskSet, rate: float, layer_rates: Mapping[str, float],
+                       granularity: Granularity = Granularity()) -> dict[str, float]:
     """Per-layer targets of one level of layerwise iterative pruning (Frankle & Carbin 2019): each
-    layer removes `rate * multiplier` of its *remaining* weights, rounded to a whole count on this
-    level's remaining count, so that after k levels a layer keeps about (1 - rate*multiplier)^k."""
+    layer removes `rate * multiplier` of its *remaining* groups (weights, units or blocks, as the
+    selector counts them), rounded to a whole count, so that after k levels a layer keeps about
+    (1 - rate*multiplier)^k:  s_l = (n_l - kept_l + round(r_l * kept_l)) / n_l."""
     names = list(current.weights)
     rates = layer_targets(names, rate, layer_rates)
     out = {}
     for n in names:
-        numel, kept = current[n].numel(), int(current[n].sum())
+        alive = alive_groups(current[n], granularity)
+        numel, kept = alive.numel(), int(alive.sum())
         out[n] = (numel - kept + round(rates[n] * kept)) / numel
     return out
 
 
-def imp_sparsity(current: MaskSet, rate: float) -> float:
+def imp_sparsity(current: MaskSet, rate: float, granularity: Granularity = Granularity(), exclude: tuple[str, ...] = ()) -> float:
     """Total target of one level of global iterative pruning: `rate` of the remaining prunable
-    weights (rounded to a whole count) removed on top of those already pruned."""
-    total = sum(current[n].numel() for n in current.weights)
-    kept = sum(int(current[n].sum()) for n in current.weights)
+    groups (rounded to a whole count) removed on top of those already pruned, counted over the
+    layers the selector ranks together (all but `exclude`, e.g. the classifier under channel pruning):
+    s = (n - kept + round(r * kept)) / n."""
+    alive = [alive_groups(current[n], granularity) for n in current.weights if n not in exclude]
+    total, kept = sum(a.numel() for a in alive), sum(int(a.sum()) for a in alive)
     return (total - kept + round(rate * kept)) / total

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from pruneexp.errors import PruneexpError
+from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.select import imp_layer_sparsity, imp_sparsity, select
 from pruneexp.schedules import SCHEDULES
@@ -78,12 +79,15 @@ def rewind_step(ctx: RunContext) -> int:
 
 
 def prune_level(ctx: RunContext, model: nn.Module, masks: MaskSet) -> MaskSet:
-    """Remove `schedule.rate` of the remaining weights: per layer (with `prune.layer_rates`, e.g.
-    the output layer at half rate) under layerwise scope, over all layers under global scope."""
+    """Remove `schedule.rate` of the remaining groups (weights, or units/blocks at coarser
+    granularity, as the selector counts them): per layer (with `prune.layer_rates`, e.g. the output
+    layer at half rate) under layerwise scope, over all layers under global scope."""
     rate, p = ctx.cfg.schedule.rate, ctx.cfg.prune
+    gran = Granularity.from_cfg(p)
     if p.scope == "layerwise":
-        return ctx.prune(model, masks, 0.0, layer_sparsity=imp_layer_sparsity(masks, rate, dict(p.layer_rates)))
-    return ctx.prune(model, masks, imp_sparsity(masks, rate))
+        return ctx.prune(model, masks, 0.0, layer_sparsity=imp_layer_sparsity(masks, rate, dict(p.layer_rates), gran))
+    frozen = ctx.channel_frozen(model) if gran.kind == "channel" else ()
+    return ctx.prune(model, masks, imp_sparsity(masks, rate, gran, exclude=frozen))
 
 
 def random_masks(inside: MaskSet, like: MaskSet, seed: int) -> MaskSet:
