@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 
 from pruneexp.data.core import DATASETS, RawData
 from pruneexp.errors import PruneexpError
+from pruneexp.io import save_torch
 
 
 def _abspath(p: Any) -> Path:
@@ -106,15 +106,7 @@ def load_mnist1d(cfg: Any) -> RawData:
     if d is None:
         d = _mnist1d_generate(args)
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".mnist1d-", suffix=".tmp")
-            os.close(fd)
-            try:
-                torch.save(d, tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            save_torch(d, path)
         except OSError:
             pass  # an unwritable cache only costs regeneration next time
     return RawData(d["x"], d["y"], d["x_test"], d["y_test"], 10, (40,))

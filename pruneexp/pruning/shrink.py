@@ -32,6 +32,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from pruneexp.io import save_torch
 from pruneexp.pruning.masks import MaskSet
 
 PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -198,8 +199,9 @@ def _dead_input_entries(group: Any, dg: Any, names: dict[nn.Module, str], masks:
 
 def save_shrunk(model: nn.Module, path: str) -> None:
     """Save a shrunk model whole (architecture and weights, `torch.save` of the module): its layer
-    widths no longer match the registry's architecture, so a state_dict alone cannot rebuild it."""
-    torch.save(model, path)
+    widths no longer match the registry's architecture, so a state_dict alone cannot rebuild it.
+    Written atomically, like every file pruneexp writes."""
+    save_torch(model, path)
 
 
 def load_shrunk(path: str, map_location: str | torch.device = "cpu") -> nn.Module:

@@ -6,28 +6,13 @@ and a run that is started again resumes from the levels already on disk."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import pandas as pd
 import torch
 
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary path beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from pruneexp.io import atomic_write, save_torch
 
 
 def write_text(path: Path, text: str) -> None:
@@ -74,7 +59,7 @@ class RunStore:
         return json.loads(path.read_text()) if path.exists() else None
 
     def save_file(self, name: str, state: dict[str, Any]) -> None:
-        atomic_write(self.path(name), lambda p: torch.save(state, p))
+        save_torch(state, self.path(name))
 
     def load_file(self, name: str) -> dict[str, Any] | None:
         path = self.path(name)
