@@ -16,7 +16,7 @@ from pruneexp.models.tv import RepeatChannels
 MNIST, CIFAR, DIGITS, MNIST1D = (1, 28, 28), (3, 32, 32), (1, 8, 8), (40,)
 
 CASES = (
-    [(n, s, 10) for n in ("mlp", "lenet_300_100") for s in (MNIST, DIGITS, MNIST1D)]
+    [(n, s, 10) for n in ("mlp", "lenet_300_100", "residual_mlp") for s in (MNIST, DIGITS, MNIST1D)]
     + [(n, s, 10) for n in ("lenet5", "conv2", "conv4", "conv6") for s in (MNIST, CIFAR)]
     + [(n, CIFAR, k) for n in ("vgg11", "vgg16", "resnet20", "resnet56") for k in (10, 100)]
     + [("resnet20", MNIST, 10)]
@@ -73,6 +73,22 @@ def test_mlp_widths():
     assert create_model("mlp", MNIST1D, 10, widths=[])(torch.randn(2, 40)).shape == (2, 10)
     with pytest.raises(PruneexpError):
         create_model("mlp", MNIST, 10, widths=[0])
+
+
+def test_residual_mlp_adds_skips_around_later_hidden_layers():
+    """Greydanus 2020: h1 = relu(W1 x); h2 = h1 + relu(W2 h1); y = W3 h2 (40-500-500-10: 276 010 parameters)."""
+    model = create_model("residual_mlp", MNIST1D, 10, widths=[500, 500])
+    assert sum(p.numel() for p in model.parameters()) == 40 * 500 + 500 + 500 * 500 + 500 + 500 * 10 + 10
+    x = torch.randn(4, 40)
+    w1, w2, w3 = linears(model)
+    h1 = torch.relu(w1(x))
+    assert torch.allclose(model(x), w3(h1 + torch.relu(w2(h1))), atol=1e-6)
+    with torch.no_grad():  # the skip: with W2 zeroed the network is W3 relu(W1 x)
+        w2.weight.zero_()
+        w2.bias.zero_()
+    assert torch.allclose(model(x), w3(h1), atol=1e-6)
+    with pytest.raises(PruneexpError, match="equal positive hidden widths"):
+        create_model("residual_mlp", MNIST1D, 10, widths=[500, 400])
 
 
 def test_lth_conv_weight_counts():

@@ -46,7 +46,7 @@ def create_model(
     """Build model `name` for inputs of `input_shape` (no batch dim) with `num_classes` logits.
 
     `source` is "pruneexp" (the registry: LeCun et al. 1998, Frankle & Carbin 2019, Simonyan &
-    Zisserman 2015, He et al. 2016) or "torchvision". `widths` is only for ``mlp``. `init` is one of
+    Zisserman 2015, He et al. 2016) or "torchvision". `widths` is only for ``mlp`` and ``residual_mlp``. `init` is one of
     INIT_SCHEMES (Glorot & Bengio 2010; He et al. 2015). Does not seed: the caller sets the seed.
     Raises PruneexpError for unknown names/sources/inits, misplaced widths, or unsupported shapes.
     """
@@ -58,13 +58,13 @@ def create_model(
         factory = MODELS.get(name)
         if widths is not None:
             if not MODELS.meta(name).get("widths", False):
-                raise PruneexpError(f"Model '{name}' does not take widths; only 'mlp' does.")
+                raise PruneexpError(f"Model '{name}' does not take widths; only {', '.join(repr(m) for m in MODELS.names() if MODELS.meta(m).get('widths'))} do.")
             model = factory(shape, num_classes, widths=list(widths))
         else:
             model = factory(shape, num_classes)
     elif source == "torchvision":
         if widths is not None:
-            raise PruneexpError(f"Torchvision model '{name}' does not take widths; only 'mlp' does.")
+            raise PruneexpError(f"Torchvision model '{name}' does not take widths.")
         model = build_torchvision(name, shape, num_classes)
     else:
         raise PruneexpError(f"Unknown model source '{source}'. Known sources: {', '.join(SOURCES)}.")

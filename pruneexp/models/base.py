@@ -2,7 +2,7 @@
 
 Each registered factory is called as ``factory(input_shape, num_classes, **kwargs)`` and returns
 an ``nn.Module`` built from standard layers, defined in forward order, whose last ``nn.Linear`` in
-module order is the classifier. Only ``mlp`` is registered with ``widths=True`` (it takes ``widths``).
+module order is the classifier. Only ``mlp`` and ``residual_mlp`` are registered with ``widths=True`` (they take ``widths``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fully connected networks: ``mlp`` and the ``lenet_300_100`` preset.
+"""Fully connected networks: ``mlp``, ``residual_mlp`` and the ``lenet_300_100`` preset.
 
 LeNet-300-100 is from LeCun et al. 1998, "Gradient-based learning applied to document
 recognition", and is the MNIST network of Frankle & Carbin 2019, "The Lottery Ticket Hypothesis".
@@ -39,6 +39,35 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.layers(x)
+
+
+class ResidualMLP(nn.Module):
+    """The MLP of Greydanus 2020 ("Scaling Down Deep Learning", MNIST-1D lottery-ticket notebook):
+    h_1 = ReLU(W_1 x);  h_k = h_{k-1} + ReLU(W_k h_{k-1}) for k >= 2;  y = W_out h_K.
+    Every hidden layer after the first has a skip connection, so all hidden widths must be equal."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, widths: list[int] | None = None):
+        super().__init__()
+        widths = list([500, 500] if widths is None else widths)
+        if not widths or any(not isinstance(w, int) or isinstance(w, bool) or w < 1 for w in widths) or len(set(widths)) > 1:
+            raise PruneexpError(f"Model 'residual_mlp' needs equal positive hidden widths (its skips add them), but got {widths}.")
+        self.flatten = nn.Flatten()
+        self.hidden = nn.ModuleList(nn.Linear(math.prod(input_shape) if i == 0 else w, w) for i, w in enumerate(widths))
+        self.out = nn.Linear(widths[-1], num_classes)
+        self.widths = widths
+
+    def forward(self, x):
+        h = self.flatten(x)
+        for i, layer in enumerate(self.hidden):
+            h = layer(h).relu() if i == 0 else h + layer(h).relu()
+        return self.out(h)
+
+
+@MODELS.register("residual_mlp", widths=True)
+def residual_mlp(input_shape: tuple[int, ...], num_classes: int, widths: list[int] | None = None) -> ResidualMLP:
+    """MLP with skip connections around every hidden layer after the first (Greydanus 2020, the
+    MNIST-1D lottery-ticket network, widths [500, 500])."""
+    return ResidualMLP(input_shape, num_classes, widths)
 
 
 @MODELS.register("mlp", widths=True)
