@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import REPO, TINY
 from pruneexp.runner import run
 
 FILES = ["config.yaml", "levels.csv", "layers.csv", "train_log.csv", "summary.json",
@@ -118,3 +118,16 @@ def test_runs_that_differ_only_in_pruning_share_one_dense_network(make_cfg, tmp_
     # a different training config trains its own
     run(make_cfg(*TINY, "sparsity=0.8", "train.lr=0.05"))
     assert len(list((tmp_path / "results" / "pretrained").iterdir())) == 2
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_config_composes_and_validates(make_cfg, name):
+    """Each conf/experiment/*.yaml is a runnable recipe: it composes, passes validation, and builds its model."""
+    from pruneexp.models import create_model
+    from pruneexp.validate import validate
+
+    cfg = make_cfg(f"experiment={name}")
+    validate(cfg)
+    shape = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), "digits": (1, 8, 8)}.get(cfg.dataset.name, (3, 32, 32))
+    m = cfg.model
+    create_model(m.name, shape, 10, source=m.source, widths=None if m.widths is None else list(m.widths), init=m.init)
