@@ -19,6 +19,7 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
@@ -26,6 +27,12 @@ def atomic_write(path: Path | str, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_torch(obj: Any, path: Path | str) -> None:
