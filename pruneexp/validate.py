@@ -44,6 +44,9 @@ def check_granularity(cfg: Any) -> None:
             raise PruneexpError(f"prune.n={p.n}, prune.m={p.m}: N:M sparsity needs 1 <= N < M (e.g. 2:4).")
         if abs(cfg.sparsity - (1 - p.n / p.m)) > 1e-9:
             raise PruneexpError(f"At prune.granularity=nm the sparsity is 1 - N/M = {1 - p.n / p.m:g}; set sparsity={1 - p.n / p.m:g}.")
+        if cfg.schedule.name in ("imp", "gmp"):
+            raise PruneexpError(f"schedule={cfg.schedule.name} raises the sparsity level by level, but an N:M mask has one "
+                                f"sparsity (1 - N/M); use schedule=oneshot or schedule=at_init with prune.granularity=nm.")
     if p.granularity == "block" and (len(p.block) != 2 or min(p.block) < 1):
         raise PruneexpError(f"prune.block must be two positive sizes [rows, columns], got {list(p.block)}.")
 

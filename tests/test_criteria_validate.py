@@ -41,6 +41,10 @@ def test_granularity_settings_are_checked(make_cfg):
     with pytest.raises(PruneexpError, match="1 - N/M"):
         validate(make_cfg("prune.granularity=nm", "sparsity=0.9"))
     validate(make_cfg("prune.granularity=nm", "sparsity=0.5"))
+    validate(make_cfg("prune.granularity=nm", "sparsity=0.5", "schedule=at_init"))
+    for schedule in ("imp", "gmp"):  # they raise the sparsity level by level; an N:M mask has one
+        with pytest.raises(PruneexpError, match=f"schedule={schedule} raises the sparsity"):
+            validate(make_cfg("prune.granularity=nm", "sparsity=0.5", f"schedule={schedule}"))
     with pytest.raises(PruneexpError, match="group_reduce"):
         validate(make_cfg("prune.group_reduce=max"))
     with pytest.raises(PruneexpError, match="layerwise"):
