@@ -15,7 +15,7 @@ from rich.console import Console
 
 from pruneexp.errors import PruneexpError
 from pruneexp.measure.latency import Target, levels_to_time, measure_level
-from pruneexp.models import create_model
+from pruneexp.models import model_from_config
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.results import RunStore
 from pruneexp.results.store import write_csv
@@ -67,14 +67,12 @@ def bench(run_dir: Path, overrides: list[str], conf_dir: Path, console: Console 
         raise PruneexpError(f"{run_dir} has no saved levels (levels/level_NNN.pt).")
     input_shape, num_classes = _input_shape(run_cfg, store.read_summary())
     levels = {int(r["level"]): r for r in store.read_csv("levels.csv")}
-    m = run_cfg.model
     rows: list[dict[str, Any]] = []
     for level in levels_to_time(str(hw.levels), saved):
         state = store.load_level(level)
         if "model" not in state:
             raise PruneexpError(f"level {level} of {run_dir} has masks but no weights (the run had save_checkpoints=false).")
-        model = create_model(m.name, input_shape, num_classes, source=m.source,
-                             widths=None if m.widths is None else list(m.widths), init=m.init)
+        model = model_from_config(run_cfg.model, input_shape, num_classes)
         model.load_state_dict(state["model"])
         info = levels.get(level, {})
         rows.extend(measure_level(model, MaskSet.from_state_dict(state["masks"]), input_shape, target, level=level,

@@ -35,24 +35,23 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
+    """Keys every model takes. A model with constructor arguments registers a subclass beside its
+    code (`@MODELS.register("mlp", config=MlpConfig)`); its extra keys go to the constructor as
+    keyword arguments, as timm's `create_model(name, **kwargs)`."""
+
     name: str = MISSING
     source: str = "pruneexp"  # or "torchvision": any torchvision classification model by name
-    widths: Optional[List[int]] = None  # hidden widths of `mlp`
     init: str = "default"  # default | kaiming_normal | glorot_normal | glorot_uniform
 
 
 @dataclass
 class CriterionConfig:
+    """Keys every criterion takes; a criterion with options registers a subclass beside its code
+    (`register_criterion(..., config=ObdConfig)`), so only its own options exist and are hashed."""
+
     name: str = MISSING
     batches: int = 8  # batches the score is estimated on (several, not one)
     batch_size: int = 128
-    # Options of individual criteria; each criterion documents the ones it reads.
-    p: float = 1.0  # norm order for structured `norm`
-    variant: str = ""  # "" = the criterion's default; taylor: weight | activation; obd: fisher | hutchinson
-    probes: int = 8  # Hutchinson probes (obd)
-    damping: float = 0.01  # relative damping of layer Hessians (obs)
-    source: str = "activations"  # entropy: activations | weights
-    options: Dict[str, Any] = field(default_factory=dict)  # entropy: bins
 
 
 @dataclass
@@ -96,29 +95,9 @@ class FinetuneConfig:
 
 @dataclass
 class ScheduleConfig:
+    """Keys every schedule takes; each schedule registers its own subclass beside its code."""
+
     name: str = MISSING
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    # imp: prune `rate` of the remaining weights per level, for `levels` levels or until `target`
-    levels: int = 15
-    rate: float = 0.2
-    target: Optional[float] = None
-    # imp: what is trained after each pruning: rewind | lr_rewind | finetune (own trajectory) or
-    # the controls reinit | random_mask (on the masks of the rewind trajectory)
-    retrain: str = "rewind"
-    rewind: str = "0it"  # the rewind point: "0it" (lottery ticket), "500it", "1ep" (late rewinding)
-    # imp, retrain=reinit: compute only these levels in this invocation (a reinit level depends only
-    # on the ticket's mask at that level, as OpenLTH's per-level branches); the run stays "partial"
-    # and a later invocation without it computes the rest. Does not change results, so not hashed.
-    only_levels: Optional[List[int]] = None
-    # gmp: sparsity raised along the cubic of Zhu & Gupta from initial_sparsity at `start` to the
-    # top-level `sparsity` at `end`, every `frequency`
-    start: str = "0it"
-    end: str = "1ep"
-    frequency: str = "100it"
-    initial_sparsity: float = 0.0
-    # at_init: prune in `iterations` steps along density_k = (1 - sparsity)^(k/n); None: 100 for
-    # synflow (Tanaka et al. 2020), 1 for every other criterion
-    iterations: Optional[int] = None
 
 
 @dataclass
@@ -141,9 +120,10 @@ class HardwareConfig:
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
-    model: ModelConfig = MISSING
-    criterion: CriterionConfig = MISSING
-    schedule: ScheduleConfig = MISSING
+    # Typed by the chosen method's own schema (its YAML's `defaults: [<name>_schema]`).
+    model: Any = MISSING
+    criterion: Any = MISSING
+    schedule: Any = MISSING
     hardware: HardwareConfig = MISSING
     prune: PruneConfig = field(default_factory=PruneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -168,5 +148,43 @@ NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "s
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 
 
+BASE_SCHEMAS = {"model": ModelConfig, "criterion": CriterionConfig, "schedule": ScheduleConfig}
+
+# The keys every model, criterion and schedule node had before each method owned its schema (one
+# shared dataclass per group, all of whose keys were hashed), with their values then. The run hash
+# fills a node's missing keys from here, so a config whose values are unchanged keeps the hash of
+# its finished runs (users' results are found, not recomputed). These are constants: options a
+# method does not have cannot be set on it, so they never tell two runs apart.
+LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": dict(source="pruneexp", widths=None, init="default"),
+    "criterion": dict(batches=8, batch_size=128, p=1.0, variant="", probes=8, damping=0.01, source="activations", options={}),
+    "schedule": dict(finetune=dict(duration="10ep", lr=0.01, lr_schedule="cosine", warmup="0it"), levels=15, rate=0.2,
+                     target=None, retrain="rewind", rewind="0it", start="0it", end="1ep", frequency="100it",
+                     initial_sparsity=0.0, iterations=None),
+}
+
+
+def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as the run hash reads it: each method node completed with
+    LEGACY_HASH_DEFAULTS (see there)."""
+    out = dict(resolved)
+    for group, legacy in LEGACY_HASH_DEFAULTS.items():
+        if isinstance(out.get(group), dict):
+            out[group] = {**legacy, **out[group]}
+    return out
+
+
 def register_configs() -> None:
-    ConfigStore.instance().store(name="config_schema", node=Config)
+    """Store the run schema and every method's own schema in Hydra's ConfigStore: `<name>_schema`
+    in the method's group, which its YAML names first in its defaults (Hydra's schema pattern)."""
+    from pruneexp.models import MODELS
+    from pruneexp.pruning.criteria import CRITERIA
+    from pruneexp.schedules import SCHEDULES
+
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES)):
+        base = BASE_SCHEMAS[group]
+        cs.store(group=group, name="schema", node=base)
+        for name in registry:
+            cs.store(group=group, name=f"{name}_schema", node=registry.meta(name).get("config") or base)

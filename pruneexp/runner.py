@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS
+from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS, hash_view
 from pruneexp.data import load_data
 from pruneexp.measure import count_layer_flops, effective_flops
 from pruneexp.measure.latency import join_latency
@@ -23,7 +23,7 @@ from pruneexp.results.hashing import drop_keys
 from pruneexp.results.store import write_csv
 from pruneexp.results.table import print_latency, print_levels
 from pruneexp.schedules import SCHEDULES, DenseCache, FileStore, Level, RunContext
-from pruneexp.validate import UnsupportedPair, validate
+from pruneexp.validate import UnsupportedPair, typed_config, validate
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RunOutcome:
 
 def run_directory(cfg: DictConfig) -> Path:
     """results/<experiment>/<hash of the resolved config, output paths left out>."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = hash_view(OmegaConf.to_container(cfg, resolve=True))
     return Path(cfg.results_dir) / cfg.experiment / run_hash(resolved, NON_RESULT_KEYS)
 
 
@@ -43,7 +43,7 @@ def dense_cache(cfg: DictConfig) -> DenseCache:
     """The shared dense network of this config: results/pretrained/<hash of DENSE_KEYS>/dense.pt."""
     if not cfg.share_dense:
         return DenseCache()
-    resolved = drop_keys(OmegaConf.to_container(cfg, resolve=True), NON_RESULT_KEYS)
+    resolved = drop_keys(hash_view(OmegaConf.to_container(cfg, resolve=True)), NON_RESULT_KEYS)
     subset: dict[str, Any] = {}
     for key in DENSE_KEYS:
         *parents, leaf = key.split(".")
@@ -56,13 +56,13 @@ def dense_cache(cfg: DictConfig) -> DenseCache:
 
 
 def ticket_files(cfg: DictConfig) -> FileStore:
-    """Where the masks of this config's rewinding trajectory (the lottery ticket) are shared with
-    its controls: results/tickets/<hash of the config with retrain=rewind, minus what does not
-    change the masks (experiment name, level count, fine-tuning)>/."""
-    resolved = drop_keys(OmegaConf.to_container(cfg, resolve=True), NON_RESULT_KEYS)
-    resolved.pop("experiment", None)
-    resolved["schedule"] = {k: v for k, v in resolved["schedule"].items() if k not in ("levels", "target", "finetune")}
-    resolved["schedule"]["retrain"] = "rewind"
+    """Where the masks a schedule shares between runs (imp: the lottery ticket's, read by its
+    controls) are kept: results/tickets/<hash of the schedule's `ticket_key` of the config>/.
+    Unbound for a schedule that shares none."""
+    ticket_key = SCHEDULES.meta(cfg.schedule.name).get("ticket_key")
+    if ticket_key is None:
+        return FileStore()
+    resolved = ticket_key(drop_keys(hash_view(OmegaConf.to_container(cfg, resolve=True)), NON_RESULT_KEYS))
     store = RunStore(Path(cfg.results_dir) / "tickets" / run_hash(resolved))
     return FileStore(load=store.load_file, save=store.save_file)
 
@@ -86,6 +86,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     console = console or Console(quiet=cfg.quiet)
     try:
         validate(cfg)
+        cfg = typed_config(cfg)
     except UnsupportedPair as err:
         if not cfg.get("skip_unsupported", False):
             raise
@@ -130,7 +131,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
             ctx.train_log[:0] = [r for r in previous_log if r["level"] == level.level]
         else:
             state = {"masks": level.masks.state_dict(), "metrics": level.metrics}
-            if cfg.save_checkpoints:
+            if cfg.save_checkpoints and level.weights:
                 state["model"] = {k: v.detach().cpu() for k, v in level.model.state_dict().items()}
             store.save_level(level.level, state)
         store.write_levels(rows)
@@ -155,11 +156,10 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
 
 
 def _left_out(cfg: DictConfig, rows: list[dict[str, Any]]) -> list[int]:
-    """The levels that schedule.only_levels left for a later invocation (none without it)."""
-    if cfg.schedule.get("only_levels") is None:
-        return []
-    done = {int(r["level"]) for r in rows}
-    return [k for k in range(cfg.schedule.levels + 1) if k not in done]
+    """The levels the schedule left for a later invocation (its `left_out` metadata; e.g. imp's
+    schedule.only_levels), none for most schedules."""
+    left_out = SCHEDULES.meta(cfg.schedule.name).get("left_out")
+    return [] if left_out is None else left_out(cfg, {int(r["level"]) for r in rows})
 
 
 def _summary(cfg: DictConfig, directory: Path, rows: list[dict[str, Any]], status: str, started: float,

@@ -4,10 +4,13 @@ any training starts, so bad input costs nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf, open_dict
 
+from pruneexp.config import BASE_SCHEMAS
 from pruneexp.data import DATASETS
 from pruneexp.errors import PruneexpError
 from pruneexp.measure.latency import Target
@@ -32,9 +35,10 @@ def check_granularity(cfg: Any) -> None:
     for key, allowed in CRITERIA.meta(c.name)["choices"].items():
         if c[key] and c[key] not in allowed:  # "" leaves the criterion its default
             raise PruneexpError(f"Criterion '{c.name}' has no criterion.{key}={c[key]}; it takes: {', '.join(allowed)}.")
-    can = supported_granularities(c.name, c.variant)
+    variant = c.get("variant", "")
+    can = supported_granularities(c.name, variant)
     if p.granularity not in can:
-        variant = f" (variant={c.variant})" if c.variant in CRITERIA.meta(c.name)["variants"] else ""
+        variant = f" (variant={variant})" if variant in CRITERIA.meta(c.name)["variants"] else ""
         raise UnsupportedPair(f"Criterion '{c.name}'{variant} cannot score prune.granularity={p.granularity}; "
                               f"it supports: {', '.join(can)}.")
     if p.group_reduce not in GROUP_REDUCE:
@@ -44,20 +48,43 @@ def check_granularity(cfg: Any) -> None:
             raise PruneexpError(f"prune.n={p.n}, prune.m={p.m}: N:M sparsity needs 1 <= N < M (e.g. 2:4).")
         if abs(cfg.sparsity - (1 - p.n / p.m)) > 1e-9:
             raise PruneexpError(f"At prune.granularity=nm the sparsity is 1 - N/M = {1 - p.n / p.m:g}; set sparsity={1 - p.n / p.m:g}.")
-        if cfg.schedule.name in ("imp", "gmp"):
+        if SCHEDULES.meta(cfg.schedule.name).get("levelwise"):
             raise PruneexpError(f"schedule={cfg.schedule.name} raises the sparsity level by level, but an N:M mask has one "
                                 f"sparsity (1 - N/M); use schedule=oneshot or schedule=at_init with prune.granularity=nm.")
     if p.granularity == "block" and (len(p.block) != 2 or min(p.block) < 1):
         raise PruneexpError(f"prune.block must be two positive sizes [rows, columns], got {list(p.block)}.")
 
 
+def typed_config(cfg: Any) -> Any:
+    """`cfg` with its model, criterion and schedule nodes typed by the named method's own schema
+    (options it does not set take their defaults). A node composed for another method, e.g. by
+    `criterion.name=obd` on top of magnitude, gets the named method's options; one that carries
+    options the named method does not have is refused, naming them."""
+    cfg = cfg.copy()
+    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES)):
+        node = cfg[group]
+        if group == "model" and node.get("source", "pruneexp") != "pruneexp":
+            continue
+        schema = registry.meta(node.name).get("config") or BASE_SCHEMAS[group]
+        if OmegaConf.get_type(node) is schema:
+            continue
+        extra = sorted(set(node.keys()) - {f.name for f in dataclasses.fields(schema)})
+        if extra:
+            raise PruneexpError(f"{group} '{node.name}' has no option {', '.join(extra)} (they belong to the {group} the config "
+                                f"was composed with); select it with {group}={node.name} and set only its own options.")
+        with open_dict(cfg):
+            cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node))
+    return cfg
+
+
 def validate(cfg: Any) -> None:
-    """Raise a PruneexpError naming the first thing wrong with `cfg`."""
+    """Raise a PruneexpError naming the first thing wrong with `cfg` (typed by `typed_config`)."""
     DATASETS.get(cfg.dataset.name)
     if cfg.model.source == "pruneexp":
         MODELS.get(cfg.model.name)
     CRITERIA.get(cfg.criterion.name)
     SCHEDULES.get(cfg.schedule.name)
+    cfg = typed_config(cfg)
     check_schedule(cfg)
     if not 0.0 <= cfg.sparsity < 1.0:
         raise PruneexpError(f"sparsity={cfg.sparsity} is outside [0, 1): it is the fraction of prunable weights removed, e.g. sparsity=0.9.")
@@ -65,6 +92,8 @@ def validate(cfg: Any) -> None:
     if p.scope not in SCOPES:
         raise PruneexpError(f"Unknown prune.scope '{p.scope}'; known: {', '.join(SCOPES)}.")
     check_granularity(cfg)
+    if p.scope == "row" and p.granularity != "weight":
+        raise PruneexpError(f"prune.scope=row compares weights within each output row; it needs prune.granularity=weight, not {p.granularity}.")
     if p.layer_rates and p.scope != "layerwise":
         raise PruneexpError(f"prune.layer_rates needs prune.scope=layerwise: a {p.scope} allocation has no per-layer rate.")
     if cfg.criterion.batches < 1 or cfg.criterion.batch_size < 1:
@@ -72,7 +101,8 @@ def validate(cfg: Any) -> None:
     t = cfg.train
     if t.optimizer not in OPTIMIZERS:
         raise PruneexpError(f"Unknown train.optimizer '{t.optimizer}'; known: {', '.join(OPTIMIZERS)}.")
-    for where, sched in (("train", t), ("schedule.finetune", cfg.schedule.finetune)):
+    phases = [("train", t)] + ([("schedule.finetune", cfg.schedule.finetune)] if "finetune" in cfg.schedule else [])
+    for where, sched in phases:
         if sched.lr_schedule not in LR_SCHEDULES:
             raise PruneexpError(f"Unknown {where}.lr_schedule '{sched.lr_schedule}'; known: {', '.join(LR_SCHEDULES)}.")
         check_duration(sched.duration)

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from pruneexp.cli import CONF_DIR  # noqa: E402
 from pruneexp.config import register_configs  # noqa: E402
 from pruneexp.data import load_data  # noqa: E402
-from pruneexp.pruning.criteria import CRITERIA  # noqa: E402
+from pruneexp.pruning.criteria import CRITERIA, criterion_config  # noqa: E402
 from pruneexp.pruning.oracle import oracle_correlations  # noqa: E402
 from pruneexp.schedules import RunContext  # noqa: E402
 
@@ -45,14 +45,13 @@ def main(overrides: list[str]) -> None:
     ctx, model = trained_context(overrides)
     hidden = list(ctx.prunable(model))[:-1]  # the classifier's outputs are the classes
     rest = [c for c in CRITERIA if c not in GRADIENT_BASED + REFERENCES + ["bn_scale"]]
-    rho = oracle_correlations(model, hidden, ctx.scoring_batches(), ctx.cfg.criterion, GRADIENT_BASED + REFERENCES + rest,
-                              seed=ctx.cfg.seed)
+    common = dict(ctx.cfg.criterion)
+    rho = oracle_correlations(model, hidden, ctx.scoring_batches(), GRADIENT_BASED + REFERENCES + rest, seed=ctx.cfg.seed, common=common)
     rho.pop("obd", None)
     for variant in ("fisher", "hutchinson"):  # obd's two curvature estimates
-        c = ctx.cfg.criterion.copy()
-        c.variant = variant
+        c = criterion_config("obd", **common, variant=variant)
         label = f"obd (variant={variant}" + (f", {c.probes} probes)" if variant == "hutchinson" else ")")
-        rho[label] = oracle_correlations(model, hidden, ctx.scoring_batches(), c, ["obd"])["obd"]
+        rho[label] = oracle_correlations(model, hidden, ctx.scoring_batches(), ["obd"], common=common, options={"obd": {"variant": variant}})["obd"]
     print(f"Spearman rank correlation with the true loss increase of removing each neuron "
           f"({ctx.cfg.model.name} on {ctx.cfg.dataset.name}, {sum(p.shape[0] for n, p in ctx.prunable(model).items() if n in hidden)} hidden units, "
           f"{ctx.cfg.criterion.batches} scoring batches of {ctx.cfg.criterion.batch_size})\n")

@@ -15,9 +15,8 @@ from pruneexp.pruning.oracle import oracle_correlations  # noqa: E402
 def test_taylor_and_obd_beat_magnitude_and_random_is_near_zero():
     ctx, model = trained_context(["train.duration=6ep", "criterion.batches=4"])
     hidden = list(ctx.prunable(model))[:-1]
-    cfg = ctx.cfg.criterion.copy()
-    cfg.variant = "fisher"  # what conf/criterion/obd.yaml sets
-    rho = oracle_correlations(model, hidden, ctx.scoring_batches(), cfg, ["taylor", "obd", "magnitude", "random"])
+    rho = oracle_correlations(model, hidden, ctx.scoring_batches(), ["taylor", "obd", "magnitude", "random"],
+                              common=dict(batches=4), options={"obd": {"variant": "fisher"}})  # what conf/criterion/obd.yaml sets
     assert rho["taylor"] > rho["magnitude"] + 0.1
     assert rho["obd"] > rho["magnitude"] + 0.1
     assert abs(rho["random"]) < 0.2

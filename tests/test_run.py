@@ -32,7 +32,7 @@ def test_default_oneshot_run_writes_every_file(make_cfg):
     summary = json.loads((out.directory / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["levels"] == 3
     # the saved fine-tuned model has exactly the masked weights at zero
-    state = torch.load(out.directory / "levels/level_002.pt", weights_only=False)
+    state = torch.load(out.directory / "levels/level_002.pt", weights_only=True)
     for name, mask in state["masks"]["masks"].items():
         assert (state["model"][name][~mask] == 0).all()
     log = pd.read_csv(out.directory / "train_log.csv")
@@ -123,11 +123,10 @@ def test_runs_that_differ_only_in_pruning_share_one_dense_network(make_cfg, tmp_
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
 def test_every_experiment_config_composes_and_validates(make_cfg, name):
     """Each conf/experiment/*.yaml is a runnable recipe: it composes, passes validation, and builds its model."""
-    from pruneexp.models import create_model
+    from pruneexp.models import model_from_config
     from pruneexp.validate import validate
 
     cfg = make_cfg(f"experiment={name}")
     validate(cfg)
     shape = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), "digits": (1, 8, 8)}.get(cfg.dataset.name, (3, 32, 32))
-    m = cfg.model
-    create_model(m.name, shape, 10, source=m.source, widths=None if m.widths is None else list(m.widths), init=m.init)
+    model_from_config(cfg.model, shape, 10)

@@ -113,7 +113,9 @@ def test_synflow_exponential_density_schedule(make_cfg):
 
 def test_rewinding_restores_the_weights_of_the_rewind_point_bit_for_bit(make_cfg):
     out = run(make_cfg(*IMP, "schedule.rewind=5it", "schedule.levels=1"))
-    snapshot = torch.load(out.directory / "rewind.pt", weights_only=False)
+    from pruneexp.train import TrainState
+
+    snapshot = TrainState.from_dict(torch.load(out.directory / "rewind.pt", weights_only=True))
     assert snapshot.step == 5
     # the original run's weights at iteration 5, from a training stopped there
     from pruneexp.data import load_data
@@ -127,14 +129,14 @@ def test_rewinding_restores_the_weights_of_the_rewind_point_bit_for_bit(make_cfg
     for name, tensor in model.state_dict().items():
         assert torch.equal(snapshot.model[name], tensor), name
     # retraining the rewound network with every weight kept repeats the dense training exactly
-    dense = torch.load(out.directory / "levels/level_000.pt", weights_only=False)["model"]
+    dense = torch.load(out.directory / "levels/level_000.pt", weights_only=True)["model"]
     again = ctx.build_model(seed=123)
     train(again, ctx.data, ctx.dense_masks(again), cfg.train, seed=cfg.seed, state=snapshot, quiet=True)
     assert all(torch.equal(dense[n], t) for n, t in again.state_dict().items())
 
 
 def layer_masks(directory, level):
-    return MaskSet.from_state_dict(torch.load(directory / f"levels/level_{level:03d}.pt", weights_only=False)["masks"])
+    return MaskSet.from_state_dict(torch.load(directory / f"levels/level_{level:03d}.pt", weights_only=True)["masks"])
 
 
 def test_controls_keep_each_layers_sparsity(make_cfg, tmp_path):

@@ -51,6 +51,7 @@ class DataSplits:
     num_classes: int
     input_shape: tuple[int, ...]
     augment: Optional[Callable[[Tensor, torch.Generator], Tensor]] = None
+    task: str = "classification"  # pruneexp.train.task.TASKS: the loss and metrics these targets take
 
 
 def _split_generator(seed: int) -> torch.Generator:

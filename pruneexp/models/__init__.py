@@ -14,6 +14,10 @@ the classifier is the last nn.Linear in ``model.modules()`` order.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+from omegaconf import OmegaConf
 from torch import nn
 
 from pruneexp.errors import PruneexpError
@@ -24,7 +28,7 @@ from pruneexp.models.tv import torchvision_model_names, build_torchvision
 
 SOURCES = ("pruneexp", "torchvision")
 
-__all__ = ["MODELS", "SOURCES", "INIT_SCHEMES", "create_model", "init_weights", "torchvision_model_names"]
+__all__ = ["MODELS", "SOURCES", "INIT_SCHEMES", "create_model", "init_weights", "model_from_config", "torchvision_model_names"]
 
 
 def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -40,32 +44,42 @@ def create_model(
     num_classes: int,
     *,
     source: str = "pruneexp",
-    widths: list[int] | None = None,
     init: str = "default",
+    **kwargs: Any,
 ) -> nn.Module:
-    """Build model `name` for inputs of `input_shape` (no batch dim) with `num_classes` logits.
+    """Build model `name` for inputs of `input_shape` (no batch dim) with `num_classes` logits;
+    `kwargs` go to the model's constructor (timm's `create_model(name, **kwargs)`), e.g.
+    `widths=[300, 100]` for ``mlp``.
 
     `source` is "pruneexp" (the registry: LeCun et al. 1998, Frankle & Carbin 2019, Simonyan &
-    Zisserman 2015, He et al. 2016) or "torchvision". `widths` is only for ``mlp`` and ``residual_mlp``. `init` is one of
-    INIT_SCHEMES (Glorot & Bengio 2010; He et al. 2015). Does not seed: the caller sets the seed.
-    Raises PruneexpError for unknown names/sources/inits, misplaced widths, or unsupported shapes.
+    Zisserman 2015, He et al. 2016) or "torchvision". `init` is one of INIT_SCHEMES (Glorot &
+    Bengio 2010; He et al. 2015). Does not seed: the caller sets the seed. Raises PruneexpError for
+    unknown names/sources/inits, arguments the model does not take, or unsupported shapes.
     """
     check_init(init)
     shape = _check_shape(input_shape)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise PruneexpError(f"num_classes must be a positive integer, but got {num_classes!r}.")
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None: the constructor's default
     if source == "pruneexp":
         factory = MODELS.get(name)
-        if widths is not None:
-            if not MODELS.meta(name).get("widths", False):
-                raise PruneexpError(f"Model '{name}' does not take widths; only {', '.join(repr(m) for m in MODELS.names() if MODELS.meta(m).get('widths'))} do.")
-            model = factory(shape, num_classes, widths=list(widths))
-        else:
-            model = factory(shape, num_classes)
+        takes = set(inspect.signature(factory).parameters) - {"input_shape", "num_classes"}
+        unknown = sorted(set(kwargs) - takes)
+        if unknown:
+            raise PruneexpError(f"Model '{name}' does not take {', '.join(unknown)}; it takes: {', '.join(sorted(takes)) or 'no arguments'}.")
+        model = factory(shape, num_classes, **kwargs)
     elif source == "torchvision":
-        if widths is not None:
-            raise PruneexpError(f"Torchvision model '{name}' does not take widths.")
+        if kwargs:
+            raise PruneexpError(f"Torchvision model '{name}' takes no model arguments here (got {', '.join(sorted(kwargs))}).")
         model = build_torchvision(name, shape, num_classes)
     else:
         raise PruneexpError(f"Unknown model source '{source}'. Known sources: {', '.join(SOURCES)}.")
     return init_weights(model, init)
+
+
+def model_from_config(cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """`create_model` from a model config node: name, source and init, every other key a
+    constructor argument."""
+    node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    name, source, init = node.pop("name"), node.pop("source", "pruneexp"), node.pop("init", "default")
+    return create_model(name, input_shape, num_classes, source=source, init=init, **node)

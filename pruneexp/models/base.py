@@ -1,8 +1,9 @@
 """The model registry and input-shape checks shared by every model family.
 
 Each registered factory is called as ``factory(input_shape, num_classes, **kwargs)`` and returns
-an ``nn.Module`` built from standard layers, defined in forward order, whose last ``nn.Linear`` in
-module order is the classifier. Only ``mlp`` and ``residual_mlp`` are registered with ``widths=True`` (they take ``widths``).
+an ``nn.Module`` built from standard layers, defined in forward order. A factory that takes keyword
+arguments registers their config schema with it (``@MODELS.register("mlp", config=WidthsConfig)``);
+the schema's extra keys are the arguments, set from the command line as ``model.widths=[64,32]``.
 """
 
 from __future__ import annotations

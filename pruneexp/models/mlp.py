@@ -6,11 +6,15 @@ recognition", and is the MNIST network of Frankle & Carbin 2019, "The Lottery Ti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import List, Optional
+
 import math
 
 from torch import nn
 
 from pruneexp.errors import PruneexpError
+from pruneexp.config import ModelConfig
 from pruneexp.models.base import MODELS
 
 DEFAULT_WIDTHS = [300, 100]
@@ -63,14 +67,19 @@ class ResidualMLP(nn.Module):
         return self.out(h)
 
 
-@MODELS.register("residual_mlp", widths=True)
+@dataclass
+class WidthsConfig(ModelConfig):
+    widths: Optional[List[int]] = None  # hidden widths; None: the model's default
+
+
+@MODELS.register("residual_mlp", config=WidthsConfig)
 def residual_mlp(input_shape: tuple[int, ...], num_classes: int, widths: list[int] | None = None) -> ResidualMLP:
     """MLP with skip connections around every hidden layer after the first (Greydanus 2020, the
     MNIST-1D lottery-ticket network, widths [500, 500])."""
     return ResidualMLP(input_shape, num_classes, widths)
 
 
-@MODELS.register("mlp", widths=True)
+@MODELS.register("mlp", config=WidthsConfig)
 def mlp(input_shape: tuple[int, ...], num_classes: int, widths: list[int] | None = None) -> MLP:
     """Multilayer perceptron (LeCun et al. 1998); hidden widths default to [300, 100]."""
     return MLP(input_shape, num_classes, widths)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from pruneexp.pruning.masks import MaskSet
+from pruneexp.pruning.masks import MaskSet, bias_name, owner_name
 
 BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -50,8 +50,8 @@ def channel_footprint(model: nn.Module, weight_names: list[str]) -> dict[str, li
     bn = following_batchnorm(model)
     out: dict[str, list[str]] = {}
     for w in weight_names:
-        layer = w.removesuffix(".weight").removesuffix("weight")
-        extra = [f"{layer}.bias" if layer else "bias"]
+        layer = owner_name(w)
+        extra = [bias_name(w)]
         if layer in bn:
             extra += [f"{bn[layer]}.weight", f"{bn[layer]}.bias"]
         out[w] = [p for p in extra if p in params]

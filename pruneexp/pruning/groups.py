@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pruneexp.errors import PruneexpError
+from pruneexp.pruning.masks import layer_name
 
 GRANULARITIES = ("weight", "channel", "nm", "block")
 GROUP_REDUCE = ("sum", "mean", "l2")
@@ -86,7 +87,7 @@ def nm_keep(scores: Tensor, alive: Tensor, n: int, m: int, name: str = "") -> Te
     rows = scores.reshape(scores.shape[0], -1)
     if rows.shape[1] % m:
         raise PruneexpError(f"prune.granularity=nm needs each row of {name or 'a layer'} ({rows.shape[1]} inputs) to be a multiple "
-                            f"of prune.m={m}; exclude it with prune.exclude=['{name.removesuffix('.weight')}'].")
+                            f"of prune.m={m}; exclude it with prune.exclude=['{layer_name(name)}'].")
     groups = rows.double().reshape(-1, m)
     groups = torch.where(alive.reshape(-1, m), groups, torch.tensor(float("-inf"), dtype=groups.dtype))
     order = torch.sort(groups, dim=1, descending=True, stable=True).indices

@@ -18,22 +18,50 @@ from torch import Tensor, nn
 from pruneexp.errors import PruneexpError
 
 LAYER_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
-    "linear": (nn.Linear,),
+    "linear": (nn.Linear, nn.MultiheadAttention),  # attention's packed Q/K/V projection is a linear map
     "conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d),
+    "embedding": (nn.Embedding,),  # not pruned by default (and a tied LM head is this same weight)
+}
+# The weight parameters of each layer type, by the name the module registers them under.
+WEIGHT_NAMES: dict[type[nn.Module], tuple[str, ...]] = {
+    nn.MultiheadAttention: ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"),
 }
 
 
+def layer_name(param: str) -> str:
+    """The layer a weight belongs to, as users write it in rules: "fc1.weight" -> "fc1",
+    "attn.in_proj_weight" -> "attn.in_proj", a root-level "weight" -> ""."""
+    return param.removesuffix("weight").rstrip("._")
+
+
+def bias_name(param: str) -> str:
+    """The bias that goes with a weight: "fc1.weight" -> "fc1.bias", "attn.in_proj_weight" ->
+    "attn.in_proj_bias", "weight" -> "bias"."""
+    return param.removesuffix("weight") + "bias"
+
+
+def owner_name(param: str) -> str:
+    """The module that registers parameter `param`: "fc1.weight" -> "fc1", "weight" -> "" (the root)."""
+    return param.rpartition(".")[0]
+
+
 def layer_weights(model: nn.Module, layer_types: Iterable[str] = ("linear", "conv")) -> dict[str, nn.Parameter]:
-    """Weights of every layer of the given types, in module (= forward) order, keyed by parameter name."""
+    """Weights of every layer of the given types, in parameter (= definition, forward) order, keyed
+    by parameter name. Found by parameter, not by module: nn.MultiheadAttention's packed
+    `in_proj_weight` is found beside its `out_proj`, and a weight shared by two modules (a language
+    model's head tied to its embedding) is listed once, under its first name and owner's type."""
     unknown = set(layer_types) - set(LAYER_TYPES)
     if unknown:
         raise PruneexpError(f"Unknown prune.layer_types {sorted(unknown)}; known: {sorted(LAYER_TYPES)}.")
     types = tuple(t for name in layer_types for t in LAYER_TYPES[name])
-    return {
-        f"{mod_name}.weight" if mod_name else "weight": module.weight
-        for mod_name, module in model.named_modules()
-        if isinstance(module, types)
-    }
+    modules = dict(model.named_modules())
+    found: dict[str, nn.Parameter] = {}
+    for name, param in model.named_parameters():  # shared parameters appear once
+        owner = modules[owner_name(name)]
+        leaf = name.rpartition(".")[2]
+        if isinstance(owner, types) and leaf in WEIGHT_NAMES.get(type(owner), ("weight",)) and param.dim() >= 2:
+            found[name] = param
+    return found
 
 
 def match_layers(names: list[str], pattern: str) -> list[str]:
@@ -42,7 +70,15 @@ def match_layers(names: list[str], pattern: str) -> list[str]:
         return names[:1]
     if pattern == "@last":
         return names[-1:]
-    return [n for n in names if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.removesuffix(".weight"), pattern)]
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(layer_name(n), pattern)]
+
+
+def output_layer(model: nn.Module, num_classes: int, layer_types: Iterable[str] = ("linear", "conv")) -> str | None:
+    """The weight of the layer that produces the model's outputs: the last linear weight (in
+    definition order) with `num_classes` outputs, or None when there is none among the layer
+    weights (e.g. a language model whose head is tied to its embedding)."""
+    hits = [n for n, w in layer_weights(model, layer_types).items() if w.dim() == 2 and w.shape[0] == num_classes]
+    return hits[-1] if hits else None
 
 
 def prunable_weights(
@@ -88,6 +124,7 @@ class MaskSet:
     def __init__(self, masks: Mapping[str, Tensor], weights: Iterable[str] | None = None):
         self.masks: dict[str, Tensor] = {k: v.bool() for k, v in masks.items()}
         self.weights: tuple[str, ...] = tuple(self.masks if weights is None else weights)
+        self.version = 0  # bumped by every edit through `set_`, so appliers know to refresh
         missing = [w for w in self.weights if w not in self.masks]
         if missing:
             raise ValueError(f"weights without a mask: {missing}")
@@ -103,6 +140,22 @@ class MaskSet:
     def __contains__(self, name: object) -> bool:
         return name in self.masks
 
+    def set_(self, name: str, mask: Tensor) -> None:
+        """Replace the mask of `name` in place (e.g. a drop/grow update during training); the
+        training loop's applier picks the change up at its next call."""
+        self.masks[name].copy_(mask.to(self.masks[name].device).bool())
+        self.version += 1
+
+    def update_(self, other: "MaskSet") -> None:
+        """Take every mask of `other` in place (adding masks it has and this one lacks, e.g. a
+        pruned unit's bias and BatchNorm), as one edit the loop's applier picks up."""
+        for name, mask in other.masks.items():
+            if name in self.masks:
+                self.masks[name].copy_(mask.to(self.masks[name].device))
+            else:
+                self.masks[name] = mask.clone()
+        self.version += 1
+
     def clone(self) -> "MaskSet":
         return MaskSet({k: v.clone() for k, v in self.masks.items()}, self.weights)
 
@@ -116,9 +169,10 @@ class MaskSet:
         for name, mask in self.masks.items():
             params[name].mul_(mask)
 
-    def binder(self, model: nn.Module) -> "MaskApplier":
-        """A fast re-applier for the training loop's hot path (one fused multiply per step)."""
-        return MaskApplier(model, self)
+    def binder(self, model: nn.Module, skip_dense: bool = True) -> "MaskApplier":
+        """A fast re-applier for the training loop's hot path (one fused multiply per step).
+        `skip_dense=False` also covers masks that keep everything now (they may lose entries later)."""
+        return MaskApplier(model, self, skip_dense)
 
     def report(self, model: nn.Module) -> SparsityReport:
         layers = {w: (self.masks[w].numel(), int(self.masks[w].sum())) for w in self.weights}
@@ -147,15 +201,25 @@ class MaskSet:
 
 class MaskApplier:
     """Re-applies a MaskSet after each optimizer step with one `torch._foreach_mul_` call, so a pruned
-    weight stays exactly zero under momentum, Adam or weight decay, without forward hooks."""
+    weight stays exactly zero under momentum, Adam or weight decay, without forward hooks.
 
-    def __init__(self, model: nn.Module, masks: MaskSet):
-        params = dict(model.named_parameters())
-        pruned = [n for n, m in masks.masks.items() if not bool(m.all())]
-        self.params = [params[n] for n in pruned]
-        self.factors = [masks[n].to(device=params[n].device, dtype=params[n].dtype) for n in pruned]
+    The factors are float copies of the masks (a multiply by a bool tensor is about 5x slower on
+    CPU); they are rebuilt whenever the MaskSet's `version` moved, i.e. after `MaskSet.set_`."""
+
+    def __init__(self, model: nn.Module, masks: MaskSet, skip_dense: bool = True):
+        self.model, self.masks, self.skip_dense = model, masks, skip_dense
+        self.refresh()
+
+    def refresh(self) -> None:
+        params = dict(self.model.named_parameters())
+        names = [n for n, m in self.masks.masks.items() if not (self.skip_dense and bool(m.all()))]
+        self.params = [params[n] for n in names]
+        self.factors = [self.masks[n].to(device=params[n].device, dtype=params[n].dtype) for n in names]
+        self.version = self.masks.version
 
     @torch.no_grad()
     def __call__(self) -> None:
+        if self.version != self.masks.version:
+            self.refresh()
         if self.params:
             torch._foreach_mul_(self.params, self.factors)

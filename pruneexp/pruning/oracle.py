@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import nn
 
-from pruneexp.pruning.criteria import ScoreContext, score, supported_granularities
+from pruneexp.pruning.criteria import ScoreContext, criterion_config, score, supported_granularities
 from pruneexp.pruning.groups import Granularity
+from pruneexp.pruning.masks import bias_name
 
 
 @torch.no_grad()
@@ -29,7 +30,7 @@ def removal_loss_increase(model: nn.Module, names: list[str], batches: Any, loss
     base = loss()
     out = {}
     for n in names:
-        w, b = params[n], params.get(n.removesuffix("weight") + "bias")
+        w, b = params[n], params.get(bias_name(n))
         deltas = torch.zeros(w.shape[0], dtype=torch.float64)
         for c in range(w.shape[0]):
             saved = (w[c].clone(), None if b is None else b[c].clone())
@@ -45,19 +46,21 @@ def removal_loss_increase(model: nn.Module, names: list[str], batches: Any, loss
     return out
 
 
-def oracle_correlations(model: nn.Module, names: list[str], batches: Any, criterion_cfg: Any, criteria: Iterable[str],
-                        seed: int = 0) -> dict[str, float]:
+def oracle_correlations(model: nn.Module, names: list[str], batches: Any, criteria: Iterable[str], seed: int = 0,
+                        common: dict[str, Any] | None = None, options: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
     """Spearman rank correlation, over all units of the layers `names` together, between each
-    criterion's channel scores and `removal_loss_increase` on the same batches."""
+    criterion's channel scores and `removal_loss_increase` on the same batches. Each criterion is
+    configured by its own schema with the `common` values and its entry in `options`."""
     oracle = torch.cat(list(removal_loss_increase(model, names, batches).values())).numpy()
     params = dict(model.named_parameters())
     out = {}
     for name in criteria:
-        if "channel" not in supported_granularities(name, getattr(criterion_cfg, "variant", None)):
+        cfg = criterion_config(name, **(common or {}), **(options or {}).get(name, {}))
+        if "channel" not in supported_granularities(name, cfg.get("variant", "")):
             continue
         chosen = {n: params[n] for n in names}
         ctx = ScoreContext(model=model, params=chosen, masks=None, batches=batches, loss_fn=F.cross_entropy,
-                           cfg=criterion_cfg, seed=seed, granularity=Granularity("channel"))
+                           cfg=cfg, seed=seed, granularity=Granularity("channel"))
         scores = score(name, ctx).scores
         gran = Granularity("channel")
         units = torch.cat([(s if s.dim() == 1 else gran.reduce(s.double(), "sum")).detach().double().cpu()

@@ -15,7 +15,8 @@ Rules common to every criterion (a criterion only scores, higher = more importan
 - `global` scope ranks all prunable groups together; `layerwise` prunes each layer to the target,
   scaled by its rate multiplier (Frankle & Carbin 2019 prune the output layer at half rate); `erk`
   gives each layer the Erdos-Renyi-Kernel density of Evci et al. 2020 (RigL), rescaled to hit the
-  target with layers that would exceed density 1 kept dense. LAMP (Lee et al. 2021) is the `lamp`
+  target with layers that would exceed density 1 kept dense; `row` prunes every output row of every
+  layer to the target (the per-output comparison group of Wanda, Sun et al. 2023). LAMP (Lee et al. 2021) is the `lamp`
   criterion under `global` scope: its scores are already normalised per layer.
 """
 
@@ -31,7 +32,7 @@ from pruneexp.errors import PruneexpError
 from pruneexp.pruning.groups import GRANULARITIES, Granularity, nm_keep
 from pruneexp.pruning.masks import MaskSet, match_layers
 
-SCOPES = ("global", "layerwise", "erk")
+SCOPES = ("global", "layerwise", "erk", "row")
 __all__ = ["GRANULARITIES", "SCOPES", "erk_densities", "layer_targets", "n_to_keep", "select", "top_k_mask"]
 
 
@@ -63,6 +64,15 @@ def top_k_mask(scores: Tensor, k: int) -> Tensor:
     order = torch.sort(scores, descending=True, stable=True).indices
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep[order[:k]] = True
+    return keep & torch.isfinite(scores)
+
+
+def top_k_rows(scores: Tensor, k: int) -> Tensor:
+    """Boolean mask of the k highest scores in every row of a 2-D tensor (ties kept in index order;
+    -inf, i.e. already pruned, never kept): the per-output-row selection of Wanda (Sun et al. 2023)."""
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep.scatter_(1, order[:, :k], True)
     return keep & torch.isfinite(scores)
 
 
@@ -123,6 +133,8 @@ def select(
         raise PruneexpError(f"Unknown prune.granularity '{gran.kind}'; known: {', '.join(GRANULARITIES)}.")
     if layer_rates and scope != "layerwise":
         raise PruneexpError(f"prune.layer_rates needs prune.scope=layerwise: a {scope} allocation has no per-layer rate.")
+    if scope == "row" and gran.kind != "weight":
+        raise PruneexpError(f"prune.scope=row compares weights within each output row; it needs prune.granularity=weight, not {gran.kind}.")
     names = [n for n in current.weights if n not in frozen]
     shapes = {n: current[n].shape for n in names}
     masks = dict(current.masks)
@@ -142,6 +154,9 @@ def select(
         everything = torch.cat([flat[n] for n in names])
         keep = top_k_mask(everything, n_to_keep(everything.numel(), sparsity))
         kept = dict(zip(names, keep.split([flat[n].numel() for n in names])))
+    elif scope == "row":
+        kept = {n: top_k_rows(flat[n].view(shapes[n][0], -1), n_to_keep(flat[n].numel() // shapes[n][0], sparsity)).flatten()
+                for n in names}
     else:
         if layer_sparsity is not None:
             targets = {n: float(layer_sparsity[n]) for n in names}

@@ -198,12 +198,36 @@ def _dead_input_entries(group: Any, dg: Any, names: dict[nn.Module, str], masks:
 
 
 def save_shrunk(model: nn.Module, path: str) -> None:
-    """Save a shrunk model whole (architecture and weights, `torch.save` of the module): its layer
-    widths no longer match the registry's architecture, so a state_dict alone cannot rebuild it.
-    Written atomically, like every file pruneexp writes."""
-    save_torch(model, path)
+    """Save a shrunk model as plain tensors (its state_dict, whose shapes carry the new widths),
+    atomically; `load_shrunk` rebuilds it on a dense twin. No pickled classes: the file loads
+    with `torch.load(weights_only=True)`, so a crafted file cannot run code."""
+    save_torch({"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
 
 
-def load_shrunk(path: str, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a model saved by `save_shrunk` (a pickled module: only load files you trust)."""
-    return torch.load(path, map_location=map_location, weights_only=False)
+def load_shrunk(path: str, dense: nn.Module, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Load a model saved by `save_shrunk` into `dense`, a freshly built model of the architecture
+    it was shrunk from: every linear, conv and BatchNorm layer is resized to the saved shapes, then
+    the weights are loaded. Returns `dense`, now the shrunk model."""
+    state = torch.load(path, map_location=map_location, weights_only=True)["state_dict"]
+    resize_to(dense, state)
+    dense.load_state_dict(state)
+    return dense
+
+
+def resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give each linear, conv and BatchNorm layer of `model` the widths its entries in `state`
+    have (new, uninitialised tensors of those shapes; the caller loads the values)."""
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for key, param in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            saved = state.get(prefix + key)
+            if saved is not None and saved.shape != param.shape:
+                new = torch.empty(saved.shape, dtype=param.dtype, device=param.device)
+                setattr(module, key, nn.Parameter(new, requires_grad=param.requires_grad) if isinstance(param, nn.Parameter) else new)
+        w = getattr(module, "weight", None)
+        if isinstance(module, nn.Linear):
+            module.out_features, module.in_features = w.shape
+        elif isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            module.out_channels, module.in_channels = w.shape[0], w.shape[1] * module.groups
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.num_features = module.running_mean.shape[0]

@@ -6,12 +6,14 @@ and a run that is started again resumes from the levels already on disk."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 import torch
 
+from pruneexp.errors import PruneexpError
 from pruneexp.io import atomic_write, save_torch
 
 
@@ -62,8 +64,18 @@ class RunStore:
         save_torch(state, self.path(name))
 
     def load_file(self, name: str) -> dict[str, Any] | None:
+        """The file's contents, or None when it does not exist. Loaded with `weights_only=True`:
+        pruneexp saves plain tensors, numbers and strings only, so a file carrying pickled objects
+        (crafted, or written by a pruneexp older than this rule) is refused and nothing in it runs."""
         path = self.path(name)
-        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise PruneexpError(f"{path} holds objects other than tensors, numbers and strings, so it was not loaded "
+                                f"(a file pruneexp did not write, or one from an older pruneexp): delete it to recompute it. "
+                                f"({str(err).splitlines()[0]})") from None
 
     @staticmethod
     def level_name(level: int) -> str:

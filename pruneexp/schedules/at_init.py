@@ -10,21 +10,27 @@ for k = 1..n, score the masked network and prune to density_k = rho^(k/n), rho =
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
 
+from pruneexp.config import ScheduleConfig
 from pruneexp.errors import PruneexpError
+from pruneexp.pruning.criteria import CRITERIA
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.schedules import SCHEDULES
 from pruneexp.schedules.context import Level, RunContext
 
-SYNFLOW_ITERATIONS = 100  # Tanaka et al. 2020, Section 6
+@dataclass
+class AtInitConfig(ScheduleConfig):
+    iterations: Optional[int] = None  # pruning rounds; None: the criterion's default (synflow 100, else 1)
 
 
 def iterations(cfg: Any) -> int:
-    """`schedule.iterations`, or the criterion's default: 100 for synflow, 1 otherwise."""
+    """`schedule.iterations`, or the criterion's own default (`at_init_iterations` in its
+    registration: 100 for synflow, Tanaka et al. 2020, Section 6; 1 otherwise)."""
     if cfg.schedule.iterations is not None:
         return int(cfg.schedule.iterations)
-    return SYNFLOW_ITERATIONS if cfg.criterion.name == "synflow" else 1
+    return int(CRITERIA.meta(cfg.criterion.name)["at_init_iterations"])
 
 
 def density_schedule(sparsity: float, n: int) -> list[float]:
@@ -46,7 +52,7 @@ def prune_at_init(ctx: RunContext, model: Any, masks: MaskSet) -> MaskSet:
     return masks
 
 
-@SCHEDULES.register("at_init", check=check)
+@SCHEDULES.register("at_init", check=check, config=AtInitConfig)
 def at_init(ctx: RunContext) -> Iterator[Level]:
     """Levels: 0 the dense network at initialisation (untrained), 1 pruned at initialisation,
     2 the sparse network trained for `train.duration` from that initialisation."""

@@ -7,18 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterator
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from pruneexp.data import DataSplits
-from pruneexp.models import create_model
-from pruneexp.pruning.channels import with_channel_footprint
-from pruneexp.pruning.criteria import ScoreContext, score
-from pruneexp.pruning.groups import Granularity
-from pruneexp.pruning.masks import MaskSet, layer_weights, prunable_weights
-from pruneexp.pruning.select import select
-from pruneexp.train import TrainResult, epoch_order, evaluate, train
+from pruneexp.models import model_from_config
+from pruneexp.pruning.masks import MaskSet, output_layer, prunable_weights
+from pruneexp.pruning.step import prune_step
+from pruneexp.train import TrainResult, epoch_order, train
+from pruneexp.train.task import TASKS, Task
 
 
 @dataclass
@@ -31,6 +28,7 @@ class Level:
     masks: MaskSet
     metrics: dict[str, Any]
     restored: bool = False  # read back from a previous (interrupted) run, not recomputed
+    weights: bool = True  # `model` holds this level's weights (False: a level passed during training, masks only)
 
 
 LevelLoader = Callable[[int], "dict[str, Any] | None"]
@@ -57,6 +55,10 @@ class DenseCache:
 
 @dataclass
 class RunContext:
+    """What a schedule works with: the config, the resident data and its task, where artefacts are
+    kept, and the moves every schedule makes. Orchestration only: the training step is
+    `pruneexp.train.train`, the prune step `pruneexp.pruning.step.prune_step`."""
+
     cfg: Any  # the resolved run config (DictConfig)
     data: DataSplits
     device: torch.device
@@ -66,15 +68,17 @@ class RunContext:
     ticket_files: FileStore = field(default_factory=FileStore)
     quiet: bool = False
     train_log: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said once to the user by the runner
+
+    @property
+    def task(self) -> Task:
+        return TASKS.get(self.data.task)
 
     # ---- building ----------------------------------------------------------------------------
     def build_model(self, seed: int | None = None) -> nn.Module:
         """The model of the config, its weights drawn after seeding with `seed` (default: run seed)."""
-        m = self.cfg.model
         torch.manual_seed(self.cfg.seed if seed is None else seed)
-        model = create_model(m.name, self.data.input_shape, self.data.num_classes, source=m.source,
-                             widths=None if m.widths is None else list(m.widths), init=m.init)
-        return model.to(self.device)
+        return model_from_config(self.cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
 
     def prunable(self, model: nn.Module) -> dict[str, nn.Parameter]:
         return prunable_weights(model, self.cfg.prune.layer_types, self.cfg.prune.exclude)
@@ -90,7 +94,8 @@ class RunContext:
         return OmegaConf.merge(self.cfg.train, OmegaConf.to_container(overrides, resolve=True))
 
     def train(self, model: nn.Module, masks: MaskSet, cfg: Any, phase: str, level: int, **kwargs: Any) -> TrainResult:
-        result = train(model, self.data, masks, cfg, seed=self.cfg.seed, phase=phase, quiet=self.quiet, **kwargs)
+        """`pruneexp.train.train` with the run's data, task and seed; its log rows join the run's."""
+        result = train(model, self.data, masks, cfg, seed=self.cfg.seed, task=self.task, phase=phase, quiet=self.quiet, **kwargs)
         self.train_log.extend({"level": level, **row} for row in result.log)
         return result
 
@@ -98,13 +103,15 @@ class RunContext:
         """Train the dense network with `train`, or load it (with its log and the snapshots asked
         for) from the dense cache when an identical dense training was done before."""
         cached = self.dense_cache.load()
-        if cached is not None and set(snapshot_at) <= set(cached["result"].snapshots):
-            model.load_state_dict(cached["model"])
-            self.train_log.extend(cached["log"])
-            return cached["result"]
+        if cached is not None:
+            result = TrainResult.from_dict(cached["result"])
+            if set(snapshot_at) <= set(result.snapshots):
+                model.load_state_dict(cached["model"])
+                self.train_log.extend(cached["log"])
+                return result
         result = self.train(model, masks, self.train_cfg(), "dense", 0, snapshot_at=snapshot_at)
         self.dense_cache.save(dict(model={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                   log=[r for r in self.train_log if r["phase"] == "dense"], result=result))
+                                   log=[r for r in self.train_log if r["phase"] == "dense"], result=result.to_dict()))
         return result
 
     # ---- pruning -----------------------------------------------------------------------------
@@ -124,42 +131,32 @@ class RunContext:
 
     def prune(self, model: nn.Module, masks: MaskSet, sparsity: float,
               layer_sparsity: dict[str, float] | None = None) -> MaskSet:
-        """Score with the configured criterion, select to `sparsity` (or to explicit per-layer
-        targets under layerwise scope), apply the criterion's weight update if it has one (obs),
-        then the new masks. At channel granularity the classifier (the last layer) keeps all its
-        outputs, and each pruned unit's bias and BatchNorm are masked too."""
-        p = self.cfg.prune
-        gran = Granularity.from_cfg(p)
-        params = self.prunable(model)
-        frozen = self.channel_frozen(model) if gran.kind == "channel" else ()
-        ctx = ScoreContext(model=model, params={n: w for n, w in params.items() if n not in frozen}, masks=masks,
-                           batches=self.scoring_batches(), loss_fn=F.cross_entropy, cfg=self.cfg.criterion,
-                           seed=self.cfg.seed, granularity=gran)
-        scored = score(self.cfg.criterion.name, ctx)
-        new = select(scored.scores, sparsity, masks, scope=p.scope, granularity=gran, layer_rates=dict(p.layer_rates),
-                     group_reduce=p.group_reduce, frozen=frozen, layer_sparsity=layer_sparsity)
-        if gran.kind == "channel":
-            new = with_channel_footprint(model, new)
-        if scored.update is not None:
-            scored.update(model, new)
-        new.apply_(model)
-        return new
+        """The prune step (score, select, footprint, update, apply) with the run's criterion,
+        selector settings, scoring batches and task loss. At channel granularity the output layer
+        keeps all its outputs."""
+        frozen = self.channel_frozen(model) if self.cfg.prune.granularity == "channel" else ()
+        return prune_step(model, self.prunable(model), masks, sparsity, criterion=self.cfg.criterion, prune=self.cfg.prune,
+                          batches=self.scoring_batches(), loss_fn=self.task.loss, seed=self.cfg.seed, frozen=frozen,
+                          layer_sparsity=layer_sparsity)
 
     def channel_frozen(self, model: nn.Module) -> tuple[str, ...]:
-        """Layers that channel pruning leaves whole: the classifier, whose outputs are the classes."""
-        last = list(layer_weights(model, self.cfg.prune.layer_types))[-1:]
-        frozen = tuple(n for n in last if n in self.prunable(model))
-        if frozen and not self.quiet and not getattr(self, "_told_frozen", False):
-            print(f"note: channel pruning never removes classifier outputs: {frozen[0]} keeps all its units.")
-            self._told_frozen = True
+        """Layers that channel pruning leaves whole: the output layer, whose outputs are the classes."""
+        out = output_layer(model, self.data.num_classes, self.cfg.prune.layer_types)
+        frozen = (out,) if out is not None and out in self.prunable(model) else ()
+        note = f"note: channel pruning never removes classifier outputs: {frozen[0]} keeps all its units." if frozen else ""
+        if note and note not in self.notes:
+            self.notes.append(note)
+            if not self.quiet:
+                print(note)
         return frozen
 
     # ---- levels ------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation and test metrics of `model` (val_loss, val_acc, test_loss, test_acc, ...)."""
         bs = self.cfg.train.eval_batch_size
-        val_loss, val_acc = evaluate(model, self.data.val_x, self.data.val_y, bs)
-        test_loss, test_acc = evaluate(model, self.data.test_x, self.data.test_y, bs)
-        return dict(val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc)
+        val = self.task.evaluate(model, self.data.val_x, self.data.val_y, bs)
+        test = self.task.evaluate(model, self.data.test_x, self.data.test_y, bs)
+        return {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()}}
 
     def finished(self, level: int) -> bool:
         """Whether an earlier invocation of this run finished `level` (and kept its weights)."""
@@ -170,13 +167,14 @@ class RunContext:
               work: Callable[[], tuple[MaskSet, TrainResult | None]]) -> Level:
         """Level `level`: restored from disk if a previous run finished it (weights and masks
         loaded into `model`), otherwise computed by `work()`, which returns the level's masks and
-        the training result if it trained. Metrics are read on validation and test."""
+        the training result if it trained. Metrics are read on validation and test (from the
+        training's last evaluation when it trained: the same model, so not evaluated twice)."""
         saved = self.load_level(level)
         if saved is not None and "model" in saved:
             model.load_state_dict(saved["model"])
             return Level(level, name, model, MaskSet.from_state_dict(saved["masks"]).to(self.device), saved["metrics"], restored=True)
         masks, trained = work()
-        metrics = self.evaluate(model)
+        metrics = dict(trained.final) if trained is not None and trained.final else self.evaluate(model)
         if trained is not None:
             metrics.update(train_steps=trained.steps, best_val_acc=trained.best_val_acc, best_step=trained.best_step,
                            test_acc_at_best=trained.test_acc_at_best)

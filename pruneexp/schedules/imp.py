@@ -23,11 +23,13 @@ computes (and shares) the ones it lacks.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator, List, Optional
 
 import torch
 from torch import nn
 
+from pruneexp.config import FinetuneConfig, ScheduleConfig
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
@@ -42,6 +44,40 @@ from pruneexp.train.optim import make_optimizer
 TRAJECTORIES = ("rewind", "lr_rewind", "finetune")  # prune the network they trained themselves
 CONTROLS = ("reinit", "random_mask")  # retrain the ticket's masks differently
 RETRAIN = TRAJECTORIES + CONTROLS
+
+
+@dataclass
+class ImpConfig(ScheduleConfig):
+    levels: int = 15  # pruning levels after the dense one
+    rate: float = 0.2  # fraction of the remaining groups pruned per level
+    target: Optional[float] = None  # stop early once this sparsity is reached
+    # what is trained after each pruning: rewind | lr_rewind | finetune (own trajectory) or the
+    # controls reinit | random_mask (on the masks of the rewind trajectory)
+    retrain: str = "rewind"
+    rewind: str = "0it"  # the rewind point: "0it" (lottery ticket), "500it", "1ep" (late rewinding)
+    # retrain=reinit: compute only these levels in this invocation (a reinit level depends only on
+    # the ticket's mask at that level, as OpenLTH's per-level branches); the run stays "partial"
+    # and a later invocation without it computes the rest. Does not change results, so not hashed.
+    only_levels: Optional[List[int]] = None
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.001, lr_schedule="constant"))
+
+
+def left_out(cfg: Any, done: set[int]) -> list[int]:
+    """The levels that schedule.only_levels left for a later invocation (none without it)."""
+    if cfg.schedule.get("only_levels") is None:
+        return []
+    return [k for k in range(cfg.schedule.levels + 1) if k not in done]
+
+
+def ticket_key(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What names this config's lottery-ticket trajectory (whose masks its controls share): the
+    config with retrain=rewind, minus what does not change the masks (experiment name, level
+    count and target, fine-tuning)."""
+    key = dict(resolved)
+    key.pop("experiment", None)
+    key["schedule"] = {k: v for k, v in key["schedule"].items() if k not in ("levels", "target", "finetune")}
+    key["schedule"]["retrain"] = "rewind"
+    return key
 
 
 def check(cfg: Any) -> None:
@@ -126,7 +162,8 @@ class TicketMasks:
         if level == 1:
             model.load_state_dict(self.dense_weights)
         else:
-            train(model, self.ctx.data, before, self.ctx.train_cfg(), seed=self.ctx.cfg.seed, state=self.snapshot, quiet=True)
+            train(model, self.ctx.data, before, self.ctx.train_cfg(), seed=self.ctx.cfg.seed, task=self.ctx.task,
+                  state=self.snapshot, quiet=True)
         masks = prune_level(self.ctx, model, before)
         self.ctx.ticket_files.save(self.name(level), masks.state_dict())
         return masks
@@ -140,7 +177,7 @@ def retrain(ctx: RunContext, model: nn.Module, masks: MaskSet, snapshot: TrainSt
     if mode == "lr_rewind":
         fresh = make_optimizer(model.parameters(), cfg).state_dict()
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return ctx.train(model, masks, cfg, mode, level, state=TrainState(snapshot.step, weights, fresh, snapshot.rng))
+        return ctx.train(model, masks, cfg, mode, level, state=TrainState(snapshot.step, weights, fresh, snapshot.rng, snapshot.cuda_rng))
     if mode == "finetune":
         return ctx.train(model, masks, ctx.train_cfg(ctx.cfg.schedule.finetune), mode, level)
     fresh = ctx.build_model(seed=level_seed(ctx.cfg.seed, level))  # reinit
@@ -149,7 +186,7 @@ def retrain(ctx: RunContext, model: nn.Module, masks: MaskSet, snapshot: TrainSt
     return ctx.train(model, masks, cfg, mode, level)
 
 
-@SCHEDULES.register("imp", check=check)
+@SCHEDULES.register("imp", check=check, config=ImpConfig, levelwise=True, left_out=left_out, ticket_key=ticket_key)
 def imp(ctx: RunContext) -> Iterator[Level]:
     """Iterative pruning (Han et al. 2015; Frankle & Carbin 2019; Frankle et al. 2020; Renda et al.
     2020): train, prune `rate` of the remaining weights, retrain by `schedule.retrain`, repeat.
@@ -161,12 +198,13 @@ def imp(ctx: RunContext) -> Iterator[Level]:
 
     def train_dense() -> tuple[MaskSet, TrainResult]:
         result = ctx.train_dense(model, dense_masks, snapshot_at={r})
-        ctx.run_files.save("rewind.pt", result.snapshots[r])  # kept with the run: resume needs it
+        ctx.run_files.save("rewind.pt", result.snapshots[r].to_dict())  # kept with the run: resume needs it
         return dense_masks, result
 
     level = ctx.level(0, "dense", model, dense_masks, train_dense)
     yield level
-    snapshot = ctx.run_files.load("rewind.pt")
+    saved = ctx.run_files.load("rewind.pt")
+    snapshot = None if saved is None else TrainState.from_dict(saved)
     if snapshot is None:  # a run saved before the snapshot was: the dense cache still has it
         snapshot = ctx.train_dense(ctx.build_model(), dense_masks, snapshot_at={r}).snapshots[r]
     tickets = None

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Iterator
 
+from pruneexp.config import FinetuneConfig, ScheduleConfig
 from pruneexp.schedules import SCHEDULES
 from pruneexp.schedules.context import Level, RunContext
 
 
-@SCHEDULES.register("oneshot")
+@dataclass
+class OneshotConfig(ScheduleConfig):
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # train overrides of the fine-tuning phase
+
+
+@SCHEDULES.register("oneshot", config=OneshotConfig)
 def oneshot(ctx: RunContext) -> Iterator[Level]:
     """Train the dense network, remove `sparsity` of its prunable weights in one step with the
     configured criterion and selector, then fine-tune with `schedule.finetune` (Han et al. 2015 with

@@ -9,34 +9,52 @@ global RNG state) therefore resumes or rewinds training exactly (OpenLTH's rewin
 from __future__ import annotations
 
 import copy
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Collection
 
 import torch
-import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
 from pruneexp.data import DataSplits
+from pruneexp.errors import TrainingDiverged
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.train.durations import to_steps
-from pruneexp.train.evaluate import evaluate
 from pruneexp.train.optim import lr_factor, make_optimizer
+from pruneexp.train.sparsifier import Sparsifier
+from pruneexp.train.task import TASKS, Task
 
 
 @dataclass
 class TrainState:
-    """All that training at `step` depends on, so it can continue exactly from there."""
+    """All that training at `step` depends on, so it can continue exactly from there: weights,
+    optimizer state, and the CPU and CUDA random generators (dropout, augmentation on the device).
+    Saved as plain tensors, numbers and strings (`to_dict`), so it loads with `weights_only=True`."""
 
     step: int
     model: dict[str, Tensor]
     optimizer: dict[str, Any]
     rng: Tensor
+    cuda_rng: list[Tensor] = field(default_factory=list)
 
     @classmethod
     def capture(cls, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> "TrainState":
-        return cls(step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state())
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        return cls(step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state(), cuda)
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.rng)
+        if self.cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.cuda_rng)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(step=self.step, model=self.model, optimizer=self.optimizer, rng=self.rng, cuda_rng=list(self.cuda_rng))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainState":
+        return cls(int(d["step"]), d["model"], d["optimizer"], d["rng"], list(d.get("cuda_rng", [])))
 
 
 @dataclass
@@ -51,6 +69,19 @@ class TrainResult:
     test_acc_at_best: float = float("nan")
     snapshots: dict[int, TrainState] = field(default_factory=dict)
     log: list[dict[str, Any]] = field(default_factory=list)
+    final: dict[str, float] = field(default_factory=dict)  # val_* and test_* metrics at the last step
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (numbers, strings, tensors) for `torch.save` / `torch.load(weights_only=True)`."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["snapshots"] = {int(k): v.to_dict() for k, v in self.snapshots.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainResult":
+        d = dict(d)
+        d["snapshots"] = {int(k): TrainState.from_dict(v) for k, v in d.get("snapshots", {}).items()}
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def steps_per_epoch(data: DataSplits, batch_size: int) -> int:
@@ -72,16 +103,25 @@ def train(
     cfg: Any,
     *,
     seed: int,
+    task: Task = TASKS.get("classification"),
+    sparsifier: Sparsifier | None = None,
     phase: str = "train",
     state: TrainState | None = None,
     stop: int | None = None,
     snapshot_at: Collection[int] = (),
     quiet: bool = False,
 ) -> TrainResult:
-    """Train `model` on `data` with the optimizer and LR schedule of `cfg` for `cfg.duration`,
-    re-applying `masks` after every optimizer step. Starts from `state` when given (resume or
-    rewind) and stops at step `stop` (default: the end of the duration); captures a TrainState at
-    each step in `snapshot_at`; evaluates on validation and test every `cfg.eval_every` and at the end."""
+    """Train `model` on `data` for `cfg.duration` with the optimizer and LR schedule of `cfg`:
+
+        loss = task.loss(model(x), y) + sparsifier.penalty(model, step)
+        optimizer.step(); sparsifier.after_step(model, step, masks, optimizer); masks re-applied
+
+    Starts from `state` when given (resume or rewind) and stops at step `stop` (default: the end of
+    the duration); captures a TrainState at each step in `snapshot_at`. Every `cfg.eval_every` and
+    at the end it evaluates validation, and test where a result needs it: at a new minimum of the
+    validation loss (the early-stop figure) and at the last step; other log rows leave test blank.
+    A non-finite training loss or weight stops training with TrainingDiverged (checked at each
+    evaluation, so the hot loop never waits on the device)."""
     device = data.train_x.device
     bs = cfg.batch_size
     spe = steps_per_epoch(data, bs)
@@ -95,9 +135,9 @@ def train(
         model.load_state_dict(state.model)
         # a copy: the optimizer updates its state tensors in place, and a snapshot may be rewound to again
         optimizer.load_state_dict(copy.deepcopy(state.optimizer))
-        torch.set_rng_state(state.rng)
+        state.restore_rng()
         start = state.step
-    reapply_masks = masks.binder(model)
+    reapply_masks = masks.binder(model, skip_dense=sparsifier is None)
     reapply_masks()
     aug_gen = torch.Generator(device=device) if data.augment is not None else None
     result = TrainResult(steps=start)
@@ -106,6 +146,7 @@ def train(
     running, seen, order, order_epoch = torch.zeros((), device=device), 0, None, -1
     best_val_loss, best_val_acc, t0 = float("inf"), 0.0, time.perf_counter()
     progress = _progress(quiet, phase, stop - start)
+    params = [p for p in model.parameters()]
 
     model.train()
     for step in range(start, stop):
@@ -119,10 +160,14 @@ def train(
         lr = cfg.lr * factor(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = F.cross_entropy(model(x), y)
+        loss = task.loss(model(x), y)
+        if sparsifier is not None and (penalty := sparsifier.penalty(model, step)) is not None:
+            loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if sparsifier is not None:
+            sparsifier.after_step(model, step, masks, optimizer)
         reapply_masks()
         running.add_(loss.detach())
         seen += 1
@@ -131,23 +176,38 @@ def train(
         if done in snapshot_at:
             result.snapshots[done] = TrainState.capture(done, model, optimizer)
         if done % eval_every == 0 or done == stop:
-            val_loss, val_acc = evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
-            test_loss, test_acc = evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size)
-            result.log.append(dict(phase=phase, step=done, epoch=round(done / spe, 4), lr=lr, train_loss=running.item() / seen,
-                                   val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+            train_loss = running.item() / seen
+            if not math.isfinite(train_loss) or not _finite(params):
+                raise TrainingDiverged(phase, done, "the training loss" if not math.isfinite(train_loss) else "a weight")
+            val = task.evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
+            test: dict[str, float] = {}
+            if val["loss"] < best_val_loss or done == stop:
+                test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size)
+            if val["loss"] < best_val_loss:
+                best_val_loss, result.best_step, result.test_acc_at_best = val["loss"], done, test["acc"]
+            best_val_acc = result.best_val_acc = max(best_val_acc, val["acc"])
+            row = {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": test.get(k, float("nan")) for k in val}}
+            result.log.append(dict(phase=phase, step=done, epoch=round(done / spe, 4), lr=lr, train_loss=train_loss, **row,
+                                   **(sparsifier.log() if sparsifier is not None else {}),
                                    elapsed_s=round(time.perf_counter() - t0, 3)))
-            if val_loss < best_val_loss:
-                best_val_loss, result.best_step, result.test_acc_at_best = val_loss, done, test_acc
-            best_val_acc = result.best_val_acc = max(best_val_acc, val_acc)
-            result.val_loss, result.val_acc, result.test_loss, result.test_acc = val_loss, val_acc, test_loss, test_acc
+            result.val_loss, result.val_acc = val["loss"], val["acc"]
+            if test:
+                result.test_loss, result.test_acc = test["loss"], test["acc"]
+            result.final = row
             running.zero_()
             seen = 0
             if progress is not None:
-                progress.update(progress.task_ids[0], completed=done - start, description=f"{phase} val_acc={val_acc:.4f}")
+                progress.update(progress.task_ids[0], completed=done - start, description=f"{phase} val_acc={val['acc']:.4f}")
     result.steps = stop
     if progress is not None:
         progress.stop()
     return result
+
+
+def _finite(params: list[Tensor]) -> bool:
+    """Whether every entry of every tensor is finite (one reduction per tensor, one sync)."""
+    norms = torch._foreach_norm(params)
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
 
 
 def _progress(quiet: bool, phase: str, steps: int) -> Progress | None:

@@ -11,6 +11,7 @@ returned as `Scored.update` and applied by the prune step after selection, with 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -54,12 +55,30 @@ CRITERIA: Registry[Criterion] = Registry("criterion")
 
 def register_criterion(name: str, *, granularities: tuple[str, ...],
                        variants: dict[str, tuple[str, ...]] | None = None,
-                       choices: dict[str, tuple[str, ...]] | None = None) -> Callable[[Criterion], Criterion]:
+                       choices: dict[str, tuple[str, ...]] | None = None, config: type | None = None,
+                       at_init_iterations: int = 1) -> Callable[[Criterion], Criterion]:
     """Register a criterion with the granularities it can score; `variants` maps a
     `criterion.variant` value to the granularities of that variant when they differ; `choices`
     lists the values a string option the criterion reads may take (e.g. {"variant": ("fisher",
-    "hutchinson")}), so a typo is refused before training instead of falling back to a default."""
-    return CRITERIA.register(name, granularities=granularities, variants=variants or {}, choices=choices or {})
+    "hutchinson")}), so a typo is refused before training instead of falling back to a default;
+    `config` is the criterion's own config schema (a `pruneexp.config.CriterionConfig` subclass
+    holding its options; None: the common keys only); `at_init_iterations` is how many rounds
+    `schedule=at_init` prunes in by default (SynFlow: 100)."""
+    return CRITERIA.register(name, granularities=granularities, variants=variants or {}, choices=choices or {},
+                             config=config, at_init_iterations=at_init_iterations)
+
+
+def criterion_config(name: str, **values: Any) -> Any:
+    """The typed config node of criterion `name` (its registered schema, see
+    `register_criterion`), with `values` set: those among its options; the others are ignored, so
+    one set of common values (batches, batch_size) serves every criterion."""
+    from omegaconf import OmegaConf
+
+    from pruneexp.config import CriterionConfig
+
+    schema = CRITERIA.meta(name)["config"] or CriterionConfig
+    own = {f.name for f in dataclasses.fields(schema)}
+    return OmegaConf.merge(OmegaConf.structured(schema), {"name": name, **{k: v for k, v in values.items() if k in own}})
 
 
 def supported_granularities(name: str, variant: str | None = None) -> tuple[str, ...]:

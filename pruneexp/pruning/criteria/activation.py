@@ -4,9 +4,13 @@ unit's activation is relu(bn(layer(x))) (see `common.unit_outputs`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Dict
+
 import torch
 from torch import Tensor
 
+from pruneexp.config import CriterionConfig
 from pruneexp.pruning.criteria import ScoreContext, Scores, register_criterion
 from pruneexp.pruning.criteria.common import greedy_redundancy, spatial_mean, unit_outputs
 
@@ -37,7 +41,13 @@ def histogram_entropy(values: Tensor, bins: int) -> Tensor:
     return out
 
 
-@register_criterion("entropy", granularities=("channel",), choices={"source": ("activations", "weights")})
+@dataclass
+class EntropyConfig(CriterionConfig):
+    source: str = "activations"  # activations | weights
+    options: Dict[str, Any] = field(default_factory=dict)  # bins
+
+
+@register_criterion("entropy", granularities=("channel",), choices={"source": ("activations", "weights")}, config=EntropyConfig)
 def entropy(ctx: ScoreContext) -> Scores:
     """Entropy pruning (Luo & Wu 2017, "An Entropy-based Pruning Method for CNN Compression"): the
     globally average-pooled activation of unit c over the scoring samples is binned into

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneexp.pruning.channels import following_batchnorm
+from pruneexp.pruning.masks import owner_name
 from pruneexp.pruning.criteria import ScoreContext
 
 
@@ -72,7 +73,7 @@ def hvp(ctx: ScoreContext, vector: dict[str, Tensor]) -> dict[str, Tensor]:
 def modules_by_weight(model: nn.Module, names: list[str]) -> dict[str, nn.Module]:
     """Prunable weight name -> the module that owns it."""
     modules = dict(model.named_modules())
-    return {n: modules[n.removesuffix(".weight").removesuffix("weight")] for n in names}
+    return {n: modules[owner_name(n)] for n in names}
 
 
 def unit_outputs(ctx: ScoreContext, reduce: Callable[[Tensor], Tensor]) -> tuple[dict[str, Tensor], Tensor]:
@@ -87,7 +88,7 @@ def unit_outputs(ctx: ScoreContext, reduce: Callable[[Tensor], Tensor]) -> tuple
     stats: dict[str, list[Tensor]] = {n: [] for n in names}
     hooks = []
     for n in names:
-        layer = n.removesuffix(".weight").removesuffix("weight")
+        layer = owner_name(n)
         where = modules[bn.get(layer, layer)]
         hooks.append(where.register_forward_hook(
             lambda _m, _i, out, n=n: stats[n].append(reduce(torch.relu(out.detach())).double())))

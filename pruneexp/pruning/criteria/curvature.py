@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from pruneexp.config import CriterionConfig
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.criteria import ScoreContext, Scored, Scores, register_criterion
 from pruneexp.pruning.criteria.common import batch_gradients, hvps, modules_by_weight, scoring_mode
@@ -67,7 +70,14 @@ def fisher_curvature(ctx: ScoreContext) -> dict[str, Tensor]:
     return {n: t / count for n, t in total.items()}
 
 
-@register_criterion("obd", granularities=("weight", "channel", "nm", "block"), choices={"variant": ("fisher", "hutchinson")})
+@dataclass
+class ObdConfig(CriterionConfig):
+    variant: str = ""  # "" or fisher: empirical Fisher curvature; hutchinson: Hessian by Rademacher probes
+    probes: int = 8  # Hutchinson probes
+
+
+@register_criterion("obd", granularities=("weight", "channel", "nm", "block"), choices={"variant": ("fisher", "hutchinson")},
+                    config=ObdConfig)
 def obd(ctx: ScoreContext) -> Scores:
     """Optimal Brain Damage (LeCun, Denker & Solla 1990): s_q = 1/2 h_qq w_q^2, h_qq the Hessian
     diagonal; for a group G the same quadratic model of removing it, s_G = 1/2 w_G^T H_GG w_G (the
@@ -138,7 +148,12 @@ def obs_correction(w: Tensor, keep: Tensor, h: Tensor) -> Tensor:
     return new.reshape(w.shape).to(w.dtype)
 
 
-@register_criterion("obs", granularities=("weight", "nm", "block"))
+@dataclass
+class ObsConfig(CriterionConfig):
+    damping: float = 0.01  # relative damping of the layer Hessian: lambda = damping * mean diag(H)
+
+
+@register_criterion("obs", granularities=("weight", "nm", "block"), config=ObsConfig)
 def obs(ctx: ScoreContext) -> Scored:
     """Layer-wise Optimal Brain Surgeon (Hassibi & Stork 1993, "Second order derivatives for network
     pruning: Optimal Brain Surgeon"; layer-wise as in Dong et al. 2017 and Frantar & Alistarh 2022,

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
+from pruneexp.config import CriterionConfig
 from pruneexp.pruning.channels import following_batchnorm
+from pruneexp.pruning.masks import owner_name
 from pruneexp.pruning.criteria import ScoreContext, Scores, register_criterion
 from pruneexp.pruning.criteria.common import batch_gradients, hvp, mean_gradient, scoring_mode
 
 
+@dataclass
+class TaylorConfig(CriterionConfig):
+    variant: str = ""  # "" or weight: (sum g w)^2 per group; activation: |mean a dL/da| per unit
+
+
 @register_criterion("taylor", granularities=("weight", "channel", "nm", "block"), variants={"activation": ("channel",)},
-                    choices={"variant": ("weight", "activation")})
+                    choices={"variant": ("weight", "activation")}, config=TaylorConfig)
 def taylor(ctx: ScoreContext) -> Scores:
     """First-order Taylor importance (Molchanov et al. 2019, "Importance Estimation for Neural
     Network Pruning"): the squared first-order loss change of removing a group, accumulated over
@@ -38,7 +46,7 @@ def taylor_activation(ctx: ScoreContext) -> Scores:
     outputs: dict[str, torch.Tensor] = {}
     hooks = []
     for n in ctx.params:
-        layer = n.removesuffix(".weight")
+        layer = owner_name(n)
         def keep(_m, _i, out, n=n):
             outputs[n] = out
         hooks.append(modules[bn.get(layer, layer)].register_forward_hook(keep))
@@ -77,7 +85,7 @@ def grasp(ctx: ScoreContext) -> Scores:
     return {n: w.detach() * hg[n] for n, w in ctx.params.items()}
 
 
-@register_criterion("synflow", granularities=("weight", "channel", "nm", "block"))
+@register_criterion("synflow", granularities=("weight", "channel", "nm", "block"), at_init_iterations=100)
 def synflow(ctx: ScoreContext) -> Scores:
     """SynFlow (Tanaka et al. 2020, "Pruning neural networks without any data by iteratively
     conserving synaptic flow"): on a float64 copy of the network with every parameter replaced by

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from pruneexp.config import CriterionConfig
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.channels import following_batchnorm
+from pruneexp.pruning.masks import owner_name
 from pruneexp.pruning.criteria import ScoreContext, Scores, register_criterion
 from pruneexp.pruning.criteria.common import greedy_redundancy
 
@@ -18,7 +22,12 @@ def magnitude(ctx: ScoreContext) -> Scores:
     return {name: p.detach().abs() for name, p in ctx.params.items()}
 
 
-@register_criterion("norm", granularities=("channel", "block"))
+@dataclass
+class NormConfig(CriterionConfig):
+    p: float = 1.0  # norm order of the group norm
+
+
+@register_criterion("norm", granularities=("channel", "block"), config=NormConfig)
 def norm(ctx: ScoreContext) -> Scores:
     """s_g = ||w_g||_p = (sum_{q in g} |w_q|^p)^(1/p), p = criterion.p (1: Li et al. 2017, "Pruning
     Filters for Efficient ConvNets", L1 filter norm; 2: the L2 variant)."""
@@ -49,7 +58,7 @@ def bn_scale(ctx: ScoreContext) -> Scores:
     Convolutional Networks through Network Slimming"; usually after L1-penalised training)."""
     modules = dict(ctx.model.named_modules())
     bn = following_batchnorm(ctx.model)
-    layers = {n: n.removesuffix(".weight") for n in ctx.params}
+    layers = {n: owner_name(n) for n in ctx.params}
     missing = [n for n, layer in layers.items() if layer not in bn]
     if missing:
         raise PruneexpError(f"criterion bn_scale needs a BatchNorm after every pruned layer; none follows {', '.join(missing)} "

@@ -1,0 +1,46 @@
+"""The prune step, one plain function that schedules, sparsifiers, the oracle and notebooks share:
+
+    scores = criterion(model, batches, loss)                 # score
+    masks  = select(scores, target, scope, granularity, ...) # select
+    masks  = with_channel_footprint(model, masks)            # a unit's bias and BatchNorm go with it
+    update(model, masks)                                     # only weight-correcting criteria (obs)
+    masks.apply_(model)                                      # apply
+
+It prints nothing and keeps no state: everything it reads comes in as arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Mapping
+
+from torch import Tensor, nn
+
+from pruneexp.pruning.channels import with_channel_footprint
+from pruneexp.pruning.criteria import ScoreContext, score
+from pruneexp.pruning.groups import Granularity
+from pruneexp.pruning.masks import MaskSet
+from pruneexp.pruning.select import select
+
+Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
+
+
+def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: MaskSet, sparsity: float, *,
+               criterion: Any, prune: Any, batches: Batches, loss_fn: Callable[[Tensor, Tensor], Tensor],
+               seed: int = 0, frozen: tuple[str, ...] = (), layer_sparsity: Mapping[str, float] | None = None) -> MaskSet:
+    """Score the prunable `params` of `model` with the criterion of the `criterion` config node,
+    select to `sparsity` (or to explicit per-layer targets under layerwise scope) with the selector
+    settings of the `prune` node, extend channel masks to their footprint, apply the criterion's
+    weight update if it has one, then the masks; return the new masks. Layers in `frozen` keep
+    their masks and are not scored."""
+    gran = Granularity.from_cfg(prune)
+    ctx = ScoreContext(model=model, params={n: w for n, w in params.items() if n not in frozen}, masks=masks,
+                       batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran)
+    scored = score(criterion.name, ctx)
+    new = select(scored.scores, sparsity, masks, scope=prune.scope, granularity=gran, layer_rates=dict(prune.layer_rates),
+                 group_reduce=prune.group_reduce, frozen=frozen, layer_sparsity=layer_sparsity)
+    if gran.kind == "channel":
+        new = with_channel_footprint(model, new)
+    if scored.update is not None:
+        scored.update(model, new)
+    new.apply_(model)
+    return new

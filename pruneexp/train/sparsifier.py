@@ -1,0 +1,49 @@
+"""The hook through which sparsity is learned during training (DESIGN.md, "Sparsity learned during
+training"). The training loop calls, at every step,
+
+    loss = task.loss(model(x), y) + sparsifier.penalty(model, step)
+    optimizer.step()
+    sparsifier.after_step(model, step, masks, optimizer)    # may edit masks, weights, optimizer state
+    masks re-applied
+
+so dynamic sparse training (drop/grow), proximal steps, thresholds and gradual pruning are each a
+small class, and the loop stays one visible function. A sparsifier that edits masks writes them
+through `MaskSet.set_` (or bumps `MaskSet.version`), so the loop's mask applier sees the change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pruneexp.pruning.masks import MaskSet
+
+
+class Sparsifier:
+    """Base class: no penalty, no mask change. Subclasses override what their method needs."""
+
+    def penalty(self, model: nn.Module, step: int) -> Tensor | None:
+        """A term added to the task loss at `step` (None: nothing added)."""
+        return None
+
+    def after_step(self, model: nn.Module, step: int, masks: MaskSet, optimizer: torch.optim.Optimizer) -> None:
+        """Called after the optimizer step of `step` (0-based), before the masks are re-applied."""
+
+    def log(self) -> dict[str, Any]:
+        """Values written to the train log at each evaluation (e.g. the penalty weight)."""
+        return {}
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: nn.Parameter, where: Tensor) -> None:
+    """Zero the optimizer's per-weight state (SGD momentum, Adam's first and second moments) of
+    `param` at the entries where `where` is True: a regrown connection starts with no history
+    (Evci et al. 2020, RigL; Mocanu et al. 2018, SET). Step counters are shared and left as they are."""
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    with torch.no_grad():
+        for value in state.values():
+            if isinstance(value, Tensor) and value.shape == param.shape:
+                value.masked_fill_(where.to(value.device), 0)

@@ -1,0 +1,142 @@
+"""One lottery-ticket level, three ways, in one process: pruneexp's runner, a hand-written loop with
+the same protocol, and the FLOP floor of the training step.
+
+The protocol is `experiment=lth_lenet` (LeNet-300-100 on MNIST, Adam 1.2e-3, batch 60, validation
+of 5 000 examples every 100 iterations, test of 10 000 where a result needs it) on one thread,
+shortened to `--iters` iterations per level. pruneexp's figure is level 1 of a `schedule.levels=1`
+run (the rewound, 20 %-pruned network), read from its train log (the time inside `train()`, every
+evaluation included). The hand-written loop trains the same masked network from the same
+initialisation with the same optimizer, evaluates validation every 100 iterations and test only at
+a new minimum of validation loss and at the end, as pruneexp does. The FLOP floor is the time of
+the step's matrix products alone (3 forward, 5 backward), timed at the same shapes.
+
+    PRUNEEXP_DATA=/work/shared/data python scripts/bench_level.py [--iters 3000] [--repeats 3]
+
+Prints ms per iteration of each and the ratios. Run it with PYTHONPATH pointing at another checkout
+(e.g. an older commit) to time that checkout's runner the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from pruneexp.cli import CONF_DIR
+from pruneexp.config import register_configs
+from pruneexp.data import load_data
+from pruneexp.runner import run
+from pruneexp.train.optim import make_optimizer
+
+
+def compose_cfg(results: str, iters: int):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[
+            "experiment=lth_lenet", f"results_dir={results}", "quiet=true", "save_checkpoints=false", "share_dense=false",
+            "hardware=cpu_1thread", "hardware.levels=none", "schedule.levels=1", f"train.duration={iters}it"])
+
+
+def pruneexp_ms(iters: int) -> float:
+    """ms per iteration of level 1 as the runner trains it (train-log time / steps)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_cfg(tmp, iters)
+        out = run(cfg)
+        import pandas as pd
+
+        log = pd.read_csv(out.directory / "train_log.csv")
+        lvl = log[log["level"] == 1]
+        return 1000.0 * float(lvl["elapsed_s"].iloc[-1]) / int(lvl["step"].iloc[-1])
+
+
+def hand_ms(iters: int) -> float:
+    """ms per iteration of a minimal loop with the same protocol on the same data and shapes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_cfg(tmp, iters)
+    data = load_data(cfg.dataset, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 100),
+                                torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    weights = [m.weight for m in model if isinstance(m, torch.nn.Linear)]
+    masks = [(torch.rand_like(w) > 0.2).float() for w in weights]
+    with torch.no_grad():
+        torch._foreach_mul_(weights, masks)
+    opt = make_optimizer(model.parameters(), cfg.train)  # the same Adam, and the same implementation, as pruneexp
+    n, bs = len(data.train_x), 60
+    spe = n // bs
+
+    @torch.inference_mode()
+    def evaluate(x, y):
+        model.eval()
+        loss = sum(F.cross_entropy(model(x[i:i + 5000]), y[i:i + 5000], reduction="sum") for i in range(0, len(x), 5000))
+        model.train()
+        return float(loss) / len(x)
+
+    best = float("inf")
+    t0 = time.perf_counter()
+    order = torch.randperm(n)
+    for step in range(iters):
+        epoch, i = divmod(step, spe)
+        if i == 0 and step:
+            order = torch.randperm(n)
+        idx = order[i * bs:(i + 1) * bs]
+        loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_mul_(weights, masks)
+        if (step + 1) % 100 == 0 or step + 1 == iters:
+            val = evaluate(data.val_x, data.val_y)
+            if val < best or step + 1 == iters:
+                best = min(best, val)
+                evaluate(data.test_x, data.test_y)
+    return 1000.0 * (time.perf_counter() - t0) / iters
+
+
+def floor_ms(reps: int = 2000) -> float:
+    """ms of the training step's matrix products alone at LeNet-300-100's shapes, batch 60."""
+    dims, bs = [784, 300, 100, 10], 60
+    xs = [torch.randn(bs, d) for d in dims]
+    ws = [torch.randn(dims[i + 1], dims[i]) for i in range(3)]
+    def step():
+        for i in range(3):
+            xs[i] @ ws[i].T  # forward
+            xs[i + 1].T @ xs[i]  # weight gradient
+            if i:
+                xs[i + 1] @ ws[i]  # input gradient (none for the first layer)
+    for _ in range(50):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    return 1000.0 * (time.perf_counter() - t0) / reps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iters", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    opts = parser.parse_args()
+    torch.set_num_threads(1)
+    ours, hand, floor = [], [], []
+    for _ in range(opts.repeats):  # interleaved, so machine load hits all three alike
+        ours.append(pruneexp_ms(opts.iters))
+        torch.set_num_threads(1)
+        hand.append(hand_ms(opts.iters))
+        floor.append(floor_ms())
+    o, h, f = (statistics.median(v) for v in (ours, hand, floor))
+    print(f"one lth_lenet level, {opts.iters} iterations, 1 thread, median of {opts.repeats}")
+    print(f"  pruneexp runner    {o:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in ours)})")
+    print(f"  hand-written loop  {h:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in hand)})")
+    print(f"  FLOP floor         {f:6.3f} ms/it   (matrix products only)")
+    print(f"  pruneexp / hand = {o / h:.2f}   pruneexp / floor = {o / f:.2f}")
+
+
+if __name__ == "__main__":
+    main()
