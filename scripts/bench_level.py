@@ -10,16 +10,20 @@ initialisation with the same optimizer, evaluates validation every 100 iteration
 a new minimum of validation loss and at the end, as pruneexp does. The FLOP floor is the time of
 the step's matrix products alone (3 forward, 5 backward), timed at the same shapes.
 
-    PRUNEEXP_DATA=/work/shared/data python scripts/bench_level.py [--iters 3000] [--repeats 3]
+    PRUNEEXP_DATA=/work/shared/data python scripts/bench_level.py [--iters 3000] [--repeats 3] [--baseline DIR]
 
-Prints ms per iteration of each and the ratios. Run it with PYTHONPATH pointing at another checkout
-(e.g. an older commit) to time that checkout's runner the same way.
+Prints ms per iteration of each and the ratios. `--baseline DIR` also times the runner of another
+checkout (e.g. `git worktree add /tmp/base <older commit>`), in a subprocess interleaved with the
+others, so that both see the same machine load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -118,14 +122,29 @@ def floor_ms(reps: int = 2000) -> float:
     return 1000.0 * (time.perf_counter() - t0) / reps
 
 
+def baseline_ms(checkout: str, iters: int) -> float:
+    """`pruneexp_ms` of another checkout's runner, in a subprocess with that checkout first on the path."""
+    env = {**os.environ, "PYTHONPATH": checkout}
+    out = subprocess.run([sys.executable, __file__, "--iters", str(iters), "--runner-only"], env=env, cwd=tempfile.gettempdir(),
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iters", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default=None, help="another checkout whose runner is timed the same way")
+    parser.add_argument("--runner-only", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     torch.set_num_threads(1)
-    ours, hand, floor = [], [], []
-    for _ in range(opts.repeats):  # interleaved, so machine load hits all three alike
+    if opts.runner_only:
+        print(f"{pruneexp_ms(opts.iters):.4f}")
+        return
+    ours, hand, floor, base = [], [], [], []
+    for _ in range(opts.repeats):  # interleaved, so machine load hits all of them alike
+        if opts.baseline:
+            base.append(baseline_ms(opts.baseline, opts.iters))
         ours.append(pruneexp_ms(opts.iters))
         torch.set_num_threads(1)
         hand.append(hand_ms(opts.iters))
@@ -136,6 +155,10 @@ def main() -> None:
     print(f"  hand-written loop  {h:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in hand)})")
     print(f"  FLOP floor         {f:6.3f} ms/it   (matrix products only)")
     print(f"  pruneexp / hand = {o / h:.2f}   pruneexp / floor = {o / f:.2f}")
+    if base:
+        b = statistics.median(base)
+        print(f"  baseline runner    {b:6.3f} ms/it   ({opts.baseline}; runs: {', '.join(f'{v:.3f}' for v in base)})")
+        print(f"  pruneexp / baseline = {o / b:.2f}")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,45 @@ def test_hash_changes_with_every_hyperparameter(make_cfg):
         assert run_hash(OmegaConf.to_container(tree), NON_RESULT_KEYS) != reference, key
         checked += 1
     assert checked > 40  # every leaf of every group was tried
+
+
+# Hashes of finished runs recorded before each method owned its config schema: they must not move,
+# or users' finished runs (and results/reproductions) would be recomputed under new names.
+PINNED = [
+    ([], "default/69d6745513df"),
+    (["experiment=lth_lenet"], "lth_lenet/a199debfbc73"),
+    (["experiment=lth_lenet", "schedule.retrain=reinit"], "lth_lenet/744744fafdb6"),
+    (["experiment=mnist1d_lottery"], "mnist1d_lottery/4b96649c73a1"),
+    (["schedule=gmp"], "default/9a5cd57caa20"),
+    (["schedule=at_init", "criterion=synflow"], "default/1d097320c59f"),
+    (["criterion=obd", "criterion.probes=16"], "default/8eabe5c57e32"),
+    (["criterion=taylor", "criterion.variant=activation", "prune.granularity=channel"], "default/dee3abe431d0"),
+    (["model=mlp", "model.widths=[64,32]"], "default/04ff02e58f23"),
+    (["experiment=renda_rewinding"], "renda_rewinding/fa998e50b575"),
+    (["experiment=mnist1d_lottery_notebook"], "mnist1d_lottery_notebook/abbebce63f26"),
+]
+
+
+def test_existing_run_hashes_are_pinned(make_cfg, tmp_path):
+    from pruneexp.runner import run_directory
+    from pruneexp.validate import typed_config
+
+    for overrides, expected in PINNED:
+        cfg = make_cfg(*overrides)
+        assert str(run_directory(cfg).relative_to(tmp_path / "results")) == expected, overrides
+        assert run_directory(typed_config(cfg)) == run_directory(cfg)  # typing the config changes nothing
+
+
+def test_only_the_chosen_methods_options_exist(make_cfg):
+    import pytest
+    from hydra.errors import ConfigCompositionException
+
+    from pruneexp.errors import PruneexpError
+    from pruneexp.validate import typed_config
+
+    with pytest.raises(ConfigCompositionException):
+        make_cfg("criterion=magnitude", "criterion.probes=16")  # magnitude has no probes
+    assert make_cfg("criterion=obd", "criterion.probes=16").criterion.probes == 16
+    assert typed_config(make_cfg("criterion.name=obd")).criterion.probes == 8  # a name-only switch takes obd's defaults
+    with pytest.raises(PruneexpError, match="has no option probes"):
+        typed_config(make_cfg("criterion=obd", "criterion.name=magnitude"))

@@ -66,3 +66,40 @@ def test_flops_dense_and_effective():
     assert flops.total == sum(flops.per_weight.values())
     masks.masks["1.weight"][:, :32] = False  # half of layer 1
     assert effective_flops(flops, masks) == flops.total - 64 * 300
+
+
+def test_prunable_weights_are_found_by_parameter():
+    """nn.MultiheadAttention's packed Q/K/V weight is prunable beside out_proj; a weight shared by an
+    embedding and a tied head is listed once (under the embedding, which is not pruned by default)."""
+    from pruneexp.pruning.masks import layer_name, layer_weights, output_layer
+
+    enc = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=16)
+    assert list(prunable_weights(enc)) == ["self_attn.in_proj_weight", "self_attn.out_proj.weight", "linear1.weight", "linear2.weight"]
+
+    class TiedLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(11, 8)
+            self.mlp = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 11, bias=False)
+            self.head.weight = self.wte.weight
+
+    lm = TiedLM()
+    assert list(prunable_weights(lm)) == ["mlp.weight"]
+    assert list(layer_weights(lm, ["linear", "embedding"])) == ["wte.weight", "mlp.weight"]
+    assert output_layer(lm, 11) is None  # the head is the embedding: no classifier to keep whole
+    assert output_layer(nn.Sequential(nn.Linear(4, 10), nn.Linear(10, 3)), 3) == "1.weight"
+    assert list(prunable_weights(nn.Linear(3, 2))) == ["weight"]  # a root-level weight
+    assert [layer_name(n) for n in ("fc1.weight", "attn.in_proj_weight", "weight")] == ["fc1", "attn.in_proj", ""]
+    assert list(prunable_weights(enc, exclude=["self_attn.in_proj"])) == ["self_attn.out_proj.weight", "linear1.weight", "linear2.weight"]
+
+
+def test_a_mask_edit_reaches_the_applier():
+    model = nn.Linear(4, 3)
+    masks = MaskSet.dense(prunable_weights(model))
+    apply = masks.binder(model, skip_dense=False)
+    edited = masks["weight"].clone()
+    edited[0, 0] = False
+    masks.set_("weight", edited)
+    apply()
+    assert model.weight[0, 0] == 0 and (model.weight[masks["weight"]] != 0).all()

@@ -70,3 +70,12 @@ def test_bad_targets_are_refused():
 def test_helpers():
     assert n_to_keep(10, 0.95) == 1 and n_to_keep(10, 0.5) == 5 and n_to_keep(1000, 0.9) == 100
     assert top_k_mask(torch.tensor([1.0, float("-inf"), 3.0]), 3).tolist() == [True, False, True]
+
+
+def test_row_scope_prunes_every_output_row_to_the_target():
+    """Wanda's comparison group (Sun et al. 2023): each output row keeps its own top scores."""
+    scores = {"w": torch.tensor([[1.0, 2.0, 3.0, 4.0], [40.0, 30.0, 20.0, 10.0], [5.0, 5.0, 5.0, 5.0]])}
+    masks = select(scores, 0.5, MaskSet.dense({"w": torch.zeros(3, 4)}), scope="row")
+    assert masks["w"].tolist() == [[False, False, True, True], [True, True, False, False], [True, True, False, False]]
+    global_masks = select(scores, 0.5, MaskSet.dense({"w": torch.zeros(3, 4)}), scope="global")
+    assert not global_masks["w"][0].any()  # a global threshold would empty the first row instead

@@ -1,0 +1,149 @@
+"""The training loop's hook and task: a sparsifier that drops and regrows weights through the hook,
+test figures only where a result needs them, divergence stopped, optimizer implementation exact."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from test_train import cfg, toy_data, toy_model
+
+from pruneexp.errors import TrainingDiverged
+from pruneexp.pruning.masks import MaskSet, prunable_weights
+from pruneexp.pruning.select import select
+from pruneexp.train import TASKS, Sparsifier, reset_optimizer_state, train
+
+
+class DropRegrow(Sparsifier):
+    """A toy dynamic-sparse-training step: every `every` steps, per layer, drop the `k` smallest live
+    weights and regrow `k` dead connections chosen by a seeded draw, at zero, with zero optimizer state."""
+
+    def __init__(self, every=5, k=4):
+        self.every, self.k, self.grown = every, k, []
+        self.gen = torch.Generator().manual_seed(0)
+
+    def after_step(self, model, step, masks, optimizer):
+        if (step + 1) % self.every:
+            return
+        params = dict(model.named_parameters())
+        for name in masks.weights:
+            w, m = params[name], masks[name].clone()
+            live = torch.where(m.flatten(), w.detach().abs().flatten(), torch.tensor(math.inf))
+            drop = torch.topk(live, self.k, largest=False).indices
+            dead = (~m.flatten()).nonzero().flatten()
+            grow = dead[torch.randperm(len(dead), generator=self.gen)[: self.k]]
+            m.view(-1)[drop] = False
+            m.view(-1)[grow] = True
+            grown = torch.zeros_like(m)
+            grown.view(-1)[grow] = True
+            with torch.no_grad():
+                w[grown] = 0.0
+            reset_optimizer_state(optimizer, w, grown)
+            masks.set_(name, m)
+            self.grown.append((name, grown, optimizer))
+
+
+def sparse_masks(model, sparsity=0.7):
+    masks = MaskSet.dense(prunable_weights(model))
+    masks = select({n: torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) for n, p in prunable_weights(model).items()},
+                   sparsity, masks, scope="layerwise")
+    masks.apply_(model)
+    return masks
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_sparsifier_drops_and_regrows_through_the_hook(optimizer):
+    model = toy_model()
+    masks = sparse_masks(model)
+    kept = {n: int(masks[n].sum()) for n in masks.weights}
+    before = {n: masks[n].clone() for n in masks.weights}
+    hook = DropRegrow()
+    result = train(model, toy_data(), masks, cfg(duration="40it", optimizer=optimizer, lr=0.01), seed=0, quiet=True, sparsifier=hook)
+    assert result.steps == 40 and len(hook.grown) == 2 * 8  # 2 layers x 8 updates
+    for n in masks.weights:
+        assert int(masks[n].sum()) == kept[n]  # sparsity per layer exactly constant
+        assert not torch.equal(masks[n], before[n])  # the connectivity did move
+        w = dict(model.named_parameters())[n]
+        assert (w[~masks[n]] == 0).all()  # the loop applied the edited masks (no stale copy)
+    # at the moment of the last update, regrown weights were zero with zero optimizer state
+    name, grown, opt = hook.grown[-1]
+    state = opt.state[dict(model.named_parameters())[name]]
+    moments = [v for v in state.values() if torch.is_tensor(v) and v.dim() > 0]
+    assert moments and all((v[grown] == 0).all() for v in moments)
+    assert (dict(model.named_parameters())[name][grown] == 0).all()  # the last update was the last step
+
+
+def test_a_penalty_enters_the_loss_and_its_gradient():
+    class Constant(Sparsifier):  # adds 5 to the loss, nothing to the gradient
+        def penalty(self, model, step):
+            return torch.tensor(5.0)
+
+    class L2(Sparsifier):  # 1/2 lambda |w|^2: the gradient of weight decay lambda
+        def penalty(self, model, step):
+            return 0.5 * 1e-2 * sum(p.square().sum() for n, p in model.named_parameters())
+
+    plain, shifted = (train(toy_model(), toy_data(), MaskSet.dense(prunable_weights(toy_model())), cfg(), seed=0, quiet=True,
+                            sparsifier=s) for s in (None, Constant()))
+    assert [r["train_loss"] for r in shifted.log] == pytest.approx([r["train_loss"] + 5.0 for r in plain.log], abs=1e-5)
+    assert [r["val_loss"] for r in shifted.log] == [r["val_loss"] for r in plain.log]  # the same trajectory
+    decayed, penalised = toy_model(), toy_model()
+    train(decayed, toy_data(), MaskSet.dense(prunable_weights(decayed)), cfg(optimizer="sgd", momentum=0.0, weight_decay=1e-2),
+          seed=0, quiet=True)
+    train(penalised, toy_data(), MaskSet.dense(prunable_weights(penalised)), cfg(optimizer="sgd", momentum=0.0, weight_decay=0.0),
+          seed=0, quiet=True, sparsifier=L2())
+    for (n, a), b in zip(decayed.state_dict().items(), penalised.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), n
+
+
+def test_test_split_is_evaluated_only_at_a_new_best_and_at_the_end():
+    result = train(toy_model(), toy_data(), MaskSet.dense(prunable_weights(toy_model())), cfg(duration="100it", eval_every="5it"),
+                   seed=0, quiet=True)
+    best = math.inf
+    for row in result.log:
+        new_best = row["val_loss"] < best
+        best = min(best, row["val_loss"])
+        assert math.isfinite(row["test_acc"]) == (new_best or row["step"] == 100), row
+    assert any(math.isnan(r["test_acc"]) for r in result.log)  # the saving is real here
+    assert result.test_acc == result.log[-1]["test_acc"] and result.best_step in [r["step"] for r in result.log]
+
+
+@pytest.mark.parametrize("lr", [50.0, math.inf])
+def test_divergence_stops_training_naming_phase_and_step(lr):
+    with pytest.raises(TrainingDiverged, match=r"phase 'dense' at step \d+") as err:
+        train(toy_model(), toy_data(), MaskSet.dense(prunable_weights(toy_model())),
+              cfg(duration="200it", eval_every="10it", lr=lr, optimizer="sgd", momentum=0.9), seed=0, quiet=True, phase="dense")
+    assert err.value.phase == "dense" and err.value.step % 10 == 0
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_multi_tensor_optimizer_gives_the_single_tensor_bits(name):
+    """make_optimizer uses foreach=True; it must equal torch's single-tensor default bit for bit."""
+    from pruneexp.train import optim
+
+    def run(impl):
+        saved = optim.IMPL
+        optim.IMPL = impl
+        try:
+            model = toy_model()
+            train(model, toy_data(), MaskSet.dense(prunable_weights(model)), cfg(duration="60it", optimizer=name, lr=0.01,
+                                                                                 weight_decay=1e-3), seed=0, quiet=True)
+            return model.state_dict()
+        finally:
+            optim.IMPL = saved
+
+    a, b = run(dict(foreach=False)), run(dict(foreach=True))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = run(dict(foreach=True))
+    assert all(torch.equal(b[k], c[k]) for k in b)  # and deterministic
+
+
+def test_language_model_task_reads_tokens_and_gives_perplexity():
+    task = TASKS.get("language_model")
+    vocab, model = 5, nn.Embedding(5, 5)
+    with torch.no_grad():
+        model.weight.zero_()  # uniform predictions: loss log V, perplexity V
+    x = torch.randint(0, vocab, (4, 7))
+    metrics = task.evaluate(model, x, x, batch_size=3)
+    assert metrics["loss"] == pytest.approx(math.log(vocab)) and metrics["ppl"] == pytest.approx(vocab)
+    assert task.loss(model(x), x).shape == ()
