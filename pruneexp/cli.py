@@ -24,8 +24,9 @@ commands:
                          accuracy_vs_sparsity.png (in --out, default the first PATH)
   reproduce NAME [--fast] [--jobs N] [--report-only] [overrides]
                          run a paper reproduction (conf/experiment/NAME.yaml), report, check the paper's
-                         claims; exit 1 if a claim fails. Names: lth_lenet, mnist1d_lottery, renda_rewinding.
+                         claims; exit 1 if a claim fails (`pruneexp reproduce --help` lists the names).
                          --jobs N runs seeds in N processes; --report-only checks the runs already on disk
+  reproduce --ci         the fast variant of every reproduction that CI checks
 
 `pruneexp run --help` shows the config groups and the resolved config."""
 
@@ -115,6 +116,13 @@ def reproduce_command(args: list[str]) -> None:
 
     from pruneexp.reproduce import REPRODUCTIONS, passed, reproduce
 
+    if args == ["--ci"]:  # CI: the fast variant of every reproduction registered with ci=True
+        names = [n for n in REPRODUCTIONS if REPRODUCTIONS.get(n).ci]
+        results = {n: passed(reproduce(n, fast=True)[0]) for n in names}
+        Console().print("CI reproductions: " + ", ".join(f"{n} {'PASS' if ok else 'FAIL'}" for n, ok in results.items()))
+        if not all(results.values()):
+            raise SystemExit(1)
+        return
     parser = argparse.ArgumentParser(prog="pruneexp reproduce", description="Run a paper reproduction, report, check its claims.")
     parser.add_argument("name", choices=REPRODUCTIONS.names(), metavar="NAME", help=f"one of {', '.join(REPRODUCTIONS.names())}")
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value) on top of the reproduction's")

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from pruneexp.errors import PruneexpError
 
 T = TypeVar("T")
+
+
+def import_modules(package: str) -> None:
+    """Import every module of `package` (a package's modules register their entries on import), so
+    adding an entry is adding a file: no import list to edit."""
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
 
 
 class Registry(Generic[T]):

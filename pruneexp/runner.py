@@ -134,10 +134,11 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
             if cfg.save_checkpoints and level.weights:
                 state["model"] = {k: v.detach().cpu() for k, v in level.model.state_dict().items()}
             store.save_level(level.level, state)
-        store.write_levels(rows)
-        store.write_layers(layers)
-        store.write_train_log(sorted(ctx.train_log, key=lambda r: (r["level"], r["step"])))
-        store.write_summary(_summary(cfg, directory, rows, "running", started, device))
+        if level.flush:  # a burst of levels reached at once (gmp's updates) is written after its last
+            store.write_levels(rows)
+            store.write_layers(layers)
+            store.write_train_log(sorted(ctx.train_log, key=lambda r: (r["level"], r["step"])))
+            store.write_summary(_summary(cfg, directory, rows, "running", started, device))
         console.print(f"level {row['level']} {row['name']}: sparsity {row['sparsity']:.4f}, "
                       f"val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}" + (" (resumed)" if level.restored else ""))
     if last is not None and timer.finish(*last):

@@ -79,3 +79,18 @@ def test_row_scope_prunes_every_output_row_to_the_target():
     assert masks["w"].tolist() == [[False, False, True, True], [True, True, False, False], [True, True, False, False]]
     global_masks = select(scores, 0.5, MaskSet.dense({"w": torch.zeros(3, 4)}), scope="global")
     assert not global_masks["w"][0].any()  # a global threshold would empty the first row instead
+
+
+def test_top_k_by_selection_equals_the_stable_sort():
+    """top_k_mask finds the k-th largest score by selection; it must keep exactly what the first k
+    of a stable descending sort keep (ties to the earlier index, -inf never kept)."""
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        n = int(torch.randint(1, 200, (1,), generator=g))
+        s = torch.randint(0, 4, (n,), generator=g).double()  # many ties
+        s[torch.rand(n, generator=g) < 0.2] = float("-inf")  # already pruned
+        order = torch.sort(s, descending=True, stable=True).indices
+        for k in (0, 1, n // 3, n // 2, n - 1, n, n + 2):
+            want = torch.zeros(n, dtype=torch.bool)
+            want[order[:k]] = True
+            assert torch.equal(top_k_mask(s, k), want & torch.isfinite(s)), (n, k)

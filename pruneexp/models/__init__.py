@@ -21,12 +21,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from pruneexp.errors import PruneexpError
-from pruneexp.models import conv, lenet, mlp, resnet, vgg  # noqa: F401  (registers the models)
 from pruneexp.models.base import MODELS
+from pruneexp.registry import import_modules
 from pruneexp.models.init import INIT_SCHEMES, check_init, init_weights
 from pruneexp.models.tv import torchvision_model_names, build_torchvision
 
 SOURCES = ("pruneexp", "torchvision")
+import_modules(__name__)  # every module of this package registers its models: a new model is a new file
 
 __all__ = ["MODELS", "SOURCES", "INIT_SCHEMES", "create_model", "init_weights", "model_from_config", "torchvision_model_names"]
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pruneexp.errors import PruneexpError
-from pruneexp.registry import Registry
+from pruneexp.registry import Registry, import_modules
 from pruneexp.report import build_report, rich_table
 from pruneexp.results.store import write_csv, write_text
 
@@ -45,6 +45,7 @@ class Reproduction:
     fast: list[str] = field(default_factory=list)  # overrides of the cut-down variant (CI)
     fast_seeds: tuple[int, ...] = (0,)
     metric: str = "test_acc_at_best"  # what the plot shows
+    ci: bool = False  # CI runs the fast variant (`pruneexp reproduce --ci`, `make reproduce-fast`)
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
@@ -170,5 +171,5 @@ def passed(checks: list[Check]) -> bool:
     return all(c.passed is not False for c in checks)
 
 
-# Register the reproductions (one module each).
-from pruneexp.reproduce import lth_lenet, mnist1d_lottery, renda_rewinding  # noqa: E402,F401
+# Register the reproductions: every module of this package.
+import_modules(__name__)

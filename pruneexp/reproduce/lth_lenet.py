@@ -66,6 +66,7 @@ register(Reproduction(
     setups={"ticket": ["schedule.retrain=rewind"], "reinit": ["schedule.retrain=reinit"]},
     seeds=(0, 1, 2),
     check=check,
+    ci=True,
     # 12 levels reach 6.9 % of the weights (the <= 7 % claim); 1 500 iterations per level, one seed
     fast=["schedule.levels=12", "train.duration=1500it", "train.eval_every=250it"],
     fast_seeds=(0,),

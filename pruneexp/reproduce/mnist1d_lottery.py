@@ -46,6 +46,7 @@ register(Reproduction(
     setups={"ticket": ["schedule.retrain=rewind"], "random_mask": ["schedule.retrain=random_mask"]},
     seeds=(0, 1, 2),
     check=check,
+    ci=True,
     # the same final sparsity (~89 %) in 5 levels of 36 % instead of 10 of 20 %, half the training
     fast=["schedule.levels=5", "schedule.rate=0.36", "train.duration=1500it"],
     fast_seeds=(0,),

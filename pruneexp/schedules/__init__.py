@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from pruneexp.registry import Registry
+from pruneexp.registry import Registry, import_modules
 from pruneexp.schedules.context import DenseCache, FileStore, Level, RunContext
 
 Schedule = Callable[[RunContext], Iterator[Level]]
 SCHEDULES: Registry[Schedule] = Registry("schedule")
 
 # Register the built-in schedules (one module each).
-from pruneexp.schedules import at_init, gmp, imp, oneshot  # noqa: E402,F401
+import_modules(__name__)  # every module of this package registers its schedule: a new schedule is a new file
 
 
 def check_schedule(cfg) -> None:

@@ -29,6 +29,7 @@ class Level:
     metrics: dict[str, Any]
     restored: bool = False  # read back from a previous (interrupted) run, not recomputed
     weights: bool = True  # `model` holds this level's weights (False: a level passed during training, masks only)
+    flush: bool = True  # False: more levels follow at once, the runner writes its tables after the last of them
 
 
 LevelLoader = Callable[[int], "dict[str, Any] | None"]

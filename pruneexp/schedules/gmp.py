@@ -105,7 +105,8 @@ def gmp(ctx: RunContext) -> Iterator[Level]:
     saved = [ctx.load_level(k) for k in range(n + 1)]
     if all(s is not None for s in saved) and ctx.finished(n + 1):  # a finished run: everything from disk
         for k, s in enumerate(saved):
-            yield Level(k, names[k], model, MaskSet.from_state_dict(s["masks"]).to(ctx.device), s["metrics"], restored=True, weights=False)
+            yield Level(k, names[k], model, MaskSet.from_state_dict(s["masks"]).to(ctx.device), s["metrics"], restored=True,
+                        weights=False, flush=False)
         yield ctx.level(n + 1, "trained", model, masks, lambda: (masks, None))
         return
 
@@ -118,5 +119,5 @@ def gmp(ctx: RunContext) -> Iterator[Level]:
 
     trained = ctx.level(n + 1, "trained", model, masks, run)
     for k, t, update_masks, metrics in hook.updates:
-        yield Level(k, names[k], model, update_masks, metrics, weights=False)
+        yield Level(k, names[k], model, update_masks, metrics, weights=False, flush=False)
     yield trained

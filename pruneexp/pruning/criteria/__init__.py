@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
-from pruneexp.registry import Registry
+from pruneexp.registry import Registry, import_modules
 
 Scores = dict[str, Tensor]
 
@@ -103,4 +103,4 @@ def score(name: str, ctx: ScoreContext) -> Scored:
 
 
 # Register the built-in criteria (one module per family).
-from pruneexp.pruning.criteria import activation, curvature, gradient, magnitude, random  # noqa: E402,F401
+import_modules(__name__)  # every module of this package registers its criteria: a new criterion is a new file
