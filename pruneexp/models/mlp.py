@@ -6,15 +6,14 @@ recognition", and is the MNIST network of Frankle & Carbin 2019, "The Lottery Ti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import List, Optional
 
-import math
-
 from torch import nn
 
-from pruneexp.errors import PruneexpError
 from pruneexp.config import ModelConfig
+from pruneexp.errors import PruneexpError
 from pruneexp.models.base import MODELS
 
 DEFAULT_WIDTHS = [300, 100]
