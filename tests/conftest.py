@@ -31,6 +31,22 @@ def make_cfg(tmp_path):
 
 
 @pytest.fixture
+def convbn_case():
+    """(ConvBN, channel masks): seeded, BatchNorm statistics randomised (tests/channel_cases.py)."""
+    from channel_cases import convbn_case
+
+    return convbn_case()
+
+
+@pytest.fixture
+def resnet20_case():
+    """(ResNet-20 on 8 x 8 inputs, block-internal and residual channel masks) (tests/channel_cases.py)."""
+    from channel_cases import resnet20_case
+
+    return resnet20_case()
+
+
+@pytest.fixture
 def cli(tmp_path):
     """Run `python -m pruneexp ARGS` in tmp_path; return the CompletedProcess."""
 

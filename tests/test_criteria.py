@@ -280,6 +280,21 @@ def test_lamp_is_the_squared_weight_over_the_sum_of_larger_ones():
     torch.testing.assert_close(s, torch.tensor([[4 / 13, 1 / 14, 9 / 9]], dtype=torch.float64))
 
 
+def test_magnitude_is_the_absolute_weight_and_its_groups_reduce_by_sum():
+    """Han et al. 2015: s_q = |w_q|; at channel granularity the selector sums a unit's |w|."""
+    layer = nn.Linear(3, 2, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[-3.0, 0.5, 1.0], [2.0, -2.0, 0.25]]))
+    model = nn.Sequential(layer)
+    s = score("magnitude", context(model, [])).scores["0.weight"]
+    assert torch.equal(s, torch.tensor([[3.0, 0.5, 1.0], [2.0, 2.0, 0.25]], dtype=torch.float64))
+    keep = select({"0.weight": s}, 0.5, MaskSet.dense({"0.weight": layer.weight}))["0.weight"]
+    assert keep.tolist() == [[True, False, False], [True, True, False]]  # the three largest |w|
+    ctx = context(model, [], granularity="channel")
+    units = select(score("magnitude", ctx).scores, 0.5, MaskSet.dense(ctx.params), granularity="channel")["0.weight"]
+    assert units.tolist() == [[True] * 3, [False] * 3]  # unit sums of |w|: 4.5 against 4.25
+
+
 def test_norm_and_magnitude_group_scores():
     model = mlp()
     w = model[0].weight.detach()

@@ -53,3 +53,19 @@ def test_vit_attention_weights_are_pruned_and_the_run_completes(make_cfg):
                                  "blocks.0.linear1.weight", "blocks.0.linear2.weight", "head.weight"}
     with pytest.raises(Exception, match="does not take depth"):
         run(make_cfg(*TINY, "model=lenet_300_100", "+model.depth=2"))
+
+
+def test_vit_flops_count_every_projection_and_the_attention_scores():
+    """Per weight, 2 x tokens x fan-in x fan-out (17 tokens: 16 patches and [CLS]); in total also
+    Q K^T and A V (4 x heads x 17 x 17 x head width). The fused encoder fast path and the packed
+    Q/K/V projection must not hide any of it."""
+    from pruneexp.measure.flops import count_layer_flops
+    from pruneexp.models import create_model
+
+    model = create_model("vit", (1, 28, 28), 10, depth=1)
+    f = count_layer_flops(model, (1, 28, 28), list(prunable_weights(model)))
+    t, d = 17, 64
+    assert f.per_weight == {"embed.weight": 2 * 16 * 49 * d, "blocks.0.self_attn.in_proj_weight": 2 * t * d * 3 * d,
+                            "blocks.0.self_attn.out_proj.weight": 2 * t * d * d, "blocks.0.linear1.weight": 2 * t * d * 2 * d,
+                            "blocks.0.linear2.weight": 2 * t * 2 * d * d, "head.weight": 2 * d * 10}
+    assert f.total == sum(f.per_weight.values()) + 4 * 4 * t * t * (d // 4)

@@ -102,8 +102,12 @@ def test_bad_input_fails_clearly_before_training(cli, args, message):
 def test_list_shows_every_registry(cli):
     proc = cli("list")
     assert proc.returncode == 0, proc.stderr
-    for name in ["digits", "mnist1d", "lenet_300_100", "resnet20", "magnitude", "oneshot", "cpu", "cuda", "torchvision"]:
-        assert name in proc.stdout
+    rows = {tuple(cell.strip() for cell in line.strip("│ ").split("│")[:2]) for line in proc.stdout.splitlines() if line.startswith("│")}
+    for kind, name in [("dataset", "digits"), ("dataset", "mnist1d"), ("model", "lenet_300_100"), ("model", "resnet20"),
+                       ("model", "vit"), ("model", "torchvision"), ("criterion", "magnitude"), ("criterion", "wanda"),
+                       ("schedule", "oneshot"), ("schedule", "oneshot_rewind"), ("hardware", "cpu"), ("hardware", "cpu_1thread"),
+                       ("hardware", "cuda")]:
+        assert (kind, name) in rows, (kind, name)  # whole cells: "cpu" must not pass on "cpu_1thread" alone
 
 
 def test_runs_that_differ_only_in_pruning_share_one_dense_network(make_cfg, tmp_path):

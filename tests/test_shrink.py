@@ -11,33 +11,7 @@ from pruneexp.models import create_model
 from pruneexp.pruning.masks import MaskSet, prunable_weights
 from pruneexp.pruning.shrink import load_shrunk, save_shrunk, shrink
 
-
-def _randomize_bn(model):
-    """Trained-looking BatchNorm statistics, so a pruned channel's BN output is non-zero unless masked."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
-    return model.eval()
-
-
-def prune_out(masks: MaskSet, model: nn.Module, layer: str, idx: list[int], bn: str | None = None) -> None:
-    """The channel-mask convention: weight rows, bias and the following BN's scale and shift False."""
-    mod = model.get_submodule(layer)
-    w = masks.masks.get(f"{layer}.weight", torch.ones_like(mod.weight, dtype=torch.bool)).clone()
-    w[idx] = False
-    masks.masks[f"{layer}.weight"] = w
-    owners = [(layer, "bias")] if getattr(mod, "bias", None) is not None else []
-    if bn is not None:
-        owners += [(bn, "weight"), (bn, "bias")]
-    for owner, p in owners:
-        n = model.get_submodule(owner).weight.shape[0]
-        m = masks.masks.get(f"{owner}.{p}", torch.ones(n, dtype=torch.bool)).clone()
-        m[idx] = False
-        masks.masks[f"{owner}.{p}"] = m
+from channel_cases import ConvBN, _randomize_bn, prune_out
 
 
 def masked_out(model, masks, x):
@@ -71,26 +45,8 @@ def test_mlp_neurons_removed_same_outputs_and_exact_count():
     assert res.removed == 14 and res.inconsistent == 0
 
 
-class ConvBN(nn.Module):
-    """conv-BN-ReLU x2, max-pool, flatten (4x4 spatial: one channel feeds 16 linear inputs), linear."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
-        self.conv2, self.bn2 = nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12)
-        self.pool, self.flat, self.fc = nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12 * 16, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.bn1(self.conv1(x)))
-        return self.fc(self.flat(self.pool(torch.relu(self.bn2(self.conv2(x))))))
-
-
-def test_conv_bn_channels_removed_same_outputs_and_exact_count():
-    torch.manual_seed(0)
-    model = _randomize_bn(ConvBN())
-    masks = MaskSet.dense(prunable_weights(model))
-    prune_out(masks, model, "conv1", [1, 4, 6], bn="bn1")
-    prune_out(masks, model, "conv2", [0, 5, 7, 11], bn="bn2")
+def test_conv_bn_channels_removed_same_outputs_and_exact_count(convbn_case):
+    model, masks = convbn_case
     res = shrink(model, masks, (3, 8, 8))
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
@@ -104,22 +60,8 @@ def test_conv_bn_channels_removed_same_outputs_and_exact_count():
     assert shrink(model, weights_only, (3, 8, 8)).removed == 0
 
 
-def _resnet_masks(model):
-    masks = MaskSet.dense(prunable_weights(model))
-    for i in range(9):  # block-internal channels: conv1 -> bn1 -> conv2 (not residual-coupled)
-        n = model.blocks[i].conv1.out_channels
-        prune_out(masks, model, f"blocks.{i}.conv1", list(range(0, n, 2)), bn=f"blocks.{i}.bn1")
-    # residual channel 3 of stage 1 pruned in every layer writing to the stage-1 sum: consistent
-    prune_out(masks, model, "conv1", [3], bn="bn1")
-    for i in range(3):
-        prune_out(masks, model, f"blocks.{i}.conv2", [3], bn=f"blocks.{i}.bn2")
-    return masks
-
-
-def test_resnet20_residual_groups_shrunk_and_counted_exactly():
-    torch.manual_seed(0)
-    model = _randomize_bn(create_model("resnet20", (3, 8, 8), 10))
-    masks = _resnet_masks(model)
+def test_resnet20_residual_groups_shrunk_and_counted_exactly(resnet20_case):
+    model, masks = resnet20_case
     res = shrink(model, masks, (3, 8, 8))
     x = torch.randn(3, 3, 8, 8)
     with torch.no_grad():
@@ -158,7 +100,7 @@ def test_shrunk_model_saves_and_loads(tmp_path):
     res = shrink(model, masks, (3, 8, 8))
     save_shrunk(res.model, tmp_path / "shrunk.pt")
     torch.manual_seed(1)
-    loaded = load_shrunk(tmp_path / "shrunk.pt", ConvBN())
+    loaded = load_shrunk(tmp_path / "shrunk.pt", ConvBN()).eval()  # a state_dict carries no train/eval mode
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(loaded(x), res.model(x))

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from pruneexp.pruning.masks import MaskSet
 
@@ -17,23 +18,56 @@ class LayerFlops:
     per_weight: dict[str, int]  # prunable weight name -> FLOPs of its layer
 
 
+# torch's registry lacks the CPU flash-attention kernel that scaled_dot_product_attention runs on
+# CPU; its FLOPs are those of the flash kernel (Q K^T and A V: 4 B H L S E).
+FORMULAS = {**flop_registry,
+            torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: flop_registry[torch.ops.aten._scaled_dot_product_flash_attention]}
+
+
+class _WeightFlops(TorchDispatchMode):
+    """Counts FLOPs of every operator torch's flop counter knows (its `flop_registry`: matmuls,
+    convolutions, attention), in total and per prunable weight: an operator's FLOPs go to the weight
+    among its arguments, recognised by storage, so a weight used through a view (the Q, K and V
+    slices of nn.MultiheadAttention's packed `in_proj_weight`, `weight.t()` inside addmm) or
+    outside its module's forward (attention's `out_proj`) is still counted as its own layer's.
+    Written by hand because FlopCounterMode attributes FLOPs to modules, not to weights."""
+
+    def __init__(self, weights: dict[str, torch.Tensor]):
+        super().__init__()
+        self.names = {w.untyped_storage().data_ptr(): n for n, w in weights.items()}
+        self.per_weight = dict.fromkeys(weights, 0)
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = FORMULAS.get(func._overloadpacket)
+        if formula is not None:
+            flops = int(formula(*args, **kwargs, out_val=out))
+            self.total += flops
+            owners = {self.names.get(a.untyped_storage().data_ptr()) for a in args if isinstance(a, torch.Tensor)} - {None}
+            for name in owners:
+                self.per_weight[name] += flops
+        return out
+
+
 @torch.no_grad()
 def count_layer_flops(model: nn.Module, input_shape: tuple[int, ...], weights: list[str]) -> LayerFlops:
-    """Dense FLOPs for a batch of one, in total and for each layer owning a prunable weight."""
+    """Dense FLOPs for a batch of one, in total and for each operator applying a prunable weight
+    (multiply and add counted separately; torch.utils.flop_counter's formulas)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    with FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
-    counts = counter.get_flop_counts()
-    root = type(model).__name__
-    per_weight = {}
-    for w in weights:
-        module = w.rsplit(".", 1)[0] if "." in w else ""
-        key = f"{root}.{module}" if module else root
-        per_weight[w] = int(sum(counts.get(key, {}).values()))
-    return LayerFlops(total=int(counter.get_total_flops()), per_weight=per_weight)
+    params = dict(model.named_parameters())
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder kernel has no FLOP formula: count its matmuls
+    try:
+        with _WeightFlops({w: params[w] for w in weights}) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
+    return LayerFlops(total=counter.total, per_weight=counter.per_weight)
 
 
 def effective_flops(flops: LayerFlops, masks: MaskSet) -> int:

@@ -28,8 +28,10 @@ def input_norms(ctx: ScoreContext) -> dict[str, Tensor]:
         if not isinstance(module, nn.Linear):
             raise PruneexpError(f"criterion wanda scores linear layers (inputs are feature vectors); {n} is a "
                                 f"{type(module).__name__}: exclude it with prune.exclude or prune.layer_types=[linear].")
-        hooks.append(module.register_forward_hook(
-            lambda _m, inp, _out, n=n: sums[n].add_(inp[0].detach().reshape(-1, inp[0].shape[-1]).double().square().sum(0))))
+        def accumulate(_m: nn.Module, inp: tuple[Tensor, ...], _out: Tensor, n: str = n) -> None:  # None: output unchanged
+            sums[n].add_(inp[0].detach().reshape(-1, inp[0].shape[-1]).double().square().sum(0))
+
+        hooks.append(module.register_forward_hook(accumulate))
     try:
         with scoring_mode(ctx.model), torch.no_grad():
             for x, _ in ctx.batches():
