@@ -83,6 +83,10 @@ class TrainConfig:
     warmup: str = "0it"  # linear warm-up from 0
     eval_every: str = "1ep"
     eval_batch_size: int = 2000
+    # foreach: torch's multi-tensor optimizer step, the same bits as its single-tensor default on
+    # CPU (a test holds it to that); fused: one fused kernel, faster, deterministic, but rounded
+    # differently, so its runs are other runs (another hash)
+    optimizer_impl: str = "foreach"
 
 
 @dataclass
@@ -164,13 +168,23 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Keys added since runs were first hashed, with the value under which they compute exactly what
+# runs did before they existed: at that value a key is left out of the hash (so finished runs keep
+# their names); any other value enters it.
+HASH_NEUTRAL = {"train.optimizer_impl": "foreach"}
+
+
 def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved config as the run hash reads it: each method node completed with
-    LEGACY_HASH_DEFAULTS (see there)."""
+    LEGACY_HASH_DEFAULTS, and HASH_NEUTRAL keys at their neutral value left out (see both)."""
     out = dict(resolved)
     for group, legacy in LEGACY_HASH_DEFAULTS.items():
         if isinstance(out.get(group), dict):
             out[group] = {**legacy, **out[group]}
+    for key, neutral in HASH_NEUTRAL.items():
+        group, leaf = key.split(".")
+        if isinstance(out.get(group), dict) and out[group].get(leaf) == neutral:
+            out[group] = {k: v for k, v in out[group].items() if k != leaf}
     return out
 
 

@@ -20,7 +20,7 @@ from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
 from pruneexp.pruning.select import SCOPES
 from pruneexp.schedules import SCHEDULES, check_schedule
 from pruneexp.train.durations import check as check_duration
-from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZERS
+from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZER_IMPLS, OPTIMIZERS
 
 
 class UnsupportedPair(PruneexpError):
@@ -101,6 +101,8 @@ def validate(cfg: Any) -> None:
     t = cfg.train
     if t.optimizer not in OPTIMIZERS:
         raise PruneexpError(f"Unknown train.optimizer '{t.optimizer}'; known: {', '.join(OPTIMIZERS)}.")
+    if t.optimizer_impl not in OPTIMIZER_IMPLS:
+        raise PruneexpError(f"Unknown train.optimizer_impl '{t.optimizer_impl}'; known: {', '.join(OPTIMIZER_IMPLS)}.")
     phases = [("train", t)] + ([("schedule.finetune", cfg.schedule.finetune)] if "finetune" in cfg.schedule else [])
     for where, sched in phases:
         if sched.lr_schedule not in LR_SCHEDULES:

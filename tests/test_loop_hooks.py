@@ -117,25 +117,29 @@ def test_divergence_stops_training_naming_phase_and_step(lr):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
-def test_multi_tensor_optimizer_gives_the_single_tensor_bits(name):
-    """make_optimizer uses foreach=True; it must equal torch's single-tensor default bit for bit."""
+def test_optimizer_implementations_are_exact_or_deterministic(name, monkeypatch):
+    """train.optimizer_impl=foreach (the default) must give torch's single-tensor bits, which is what
+    lets it leave run hashes unchanged; fused must at least give the same bits every time."""
     from pruneexp.train import optim
 
     def run(impl):
-        saved = optim.IMPL
-        optim.IMPL = impl
-        try:
-            model = toy_model()
-            train(model, toy_data(), MaskSet.dense(prunable_weights(model)), cfg(duration="60it", optimizer=name, lr=0.01,
-                                                                                 weight_decay=1e-3), seed=0, quiet=True)
-            return model.state_dict()
-        finally:
-            optim.IMPL = saved
+        model = toy_model()
+        train(model, toy_data(), MaskSet.dense(prunable_weights(model)), cfg(duration="60it", optimizer=name, lr=0.01,
+                                                                             weight_decay=1e-3, optimizer_impl=impl), seed=0, quiet=True)
+        return model.state_dict()
 
-    a, b = run(dict(foreach=False)), run(dict(foreach=True))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    c = run(dict(foreach=True))
-    assert all(torch.equal(b[k], c[k]) for k in b)  # and deterministic
+    foreach, fused, fused_again = run("foreach"), run("fused"), run("fused")
+    monkeypatch.setitem(optim.IMPL, "foreach", dict(foreach=False))  # torch's single-tensor loop
+    single = run("foreach")
+    assert all(torch.equal(single[k], foreach[k]) for k in single)
+    assert all(torch.equal(fused[k], fused_again[k]) for k in fused)
+
+
+def test_optimizer_impl_enters_the_hash_only_when_it_changes_the_arithmetic(make_cfg):
+    from pruneexp.runner import run_directory
+
+    assert run_directory(make_cfg()) == run_directory(make_cfg("train.optimizer_impl=foreach"))
+    assert run_directory(make_cfg()) != run_directory(make_cfg("train.optimizer_impl=fused"))
 
 
 def test_language_model_task_reads_tokens_and_gives_perplexity():

@@ -14,23 +14,29 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "multistep", "cosine")
 
 
-# The multi-tensor (foreach) implementations: one kernel per operation over all parameters instead
-# of one per parameter. On CPU they give the same bits as torch's default single-tensor loop (a
-# test holds them to it), so results and run hashes are unchanged; `fused=True` is faster still
-# but rounds differently, which would change every recorded number under the same run hash.
-IMPL = dict(foreach=True)
+OPTIMIZER_IMPLS = ("foreach", "fused")
+# train.optimizer_impl -> torch keyword. foreach: one kernel per operation over all parameters
+# instead of one per parameter; on CPU the same bits as torch's default single-tensor loop (a test
+# holds it to that), so results and run hashes are those of runs made before the option existed.
+# fused: one kernel for the whole update, faster and deterministic, but rounded differently.
+IMPL = {"foreach": dict(foreach=True), "fused": dict(fused=True)}
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Adam or AdamW from the train config (multi-tensor implementation)."""
+    """SGD (momentum, Nesterov), Adam or AdamW from the train config, in the implementation
+    `cfg.optimizer_impl` names (default foreach)."""
     params = list(params)
+    impl = getattr(cfg, "optimizer_impl", "foreach")
+    if impl not in IMPL:
+        raise PruneexpError(f"Unknown train.optimizer_impl '{impl}'; known: {', '.join(OPTIMIZER_IMPLS)}.")
+    kw = IMPL[impl]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay, **IMPL)
+                               weight_decay=cfg.weight_decay, **kw)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **IMPL)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kw)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **IMPL)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, **kw)
     raise PruneexpError(f"Unknown train.optimizer '{cfg.optimizer}'; known: {', '.join(OPTIMIZERS)}.")
 
 
