@@ -268,7 +268,13 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
     store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     wrote("config.yaml")
     shared: list[SharedFiles] = []
-    ctx = RunContext(cfg, data, device, load_level=lambda k: load_checked(store, store.level_name(k)),
+    loaded: dict[int, Any] = {}
+
+    def load_level(k: int) -> Any:
+        loaded[k] = load_checked(store, store.level_name(k))
+        return loaded[k]
+
+    ctx = RunContext(cfg, data, device, load_level=load_level,
                      dense_cache=dense_cache(cfg, shared), quiet=cfg.quiet,
                      run_files=FileStore(load=lambda name: load_checked(store, name), save=save_run_file),
                      ticket_files=ticket_files(cfg, shared))
@@ -301,11 +307,14 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
             if timer.seen(*last):
                 write_csv(store.path("latency.csv"), timer.rows)
                 wrote("latency.csv")
-            if level.restored:
+            if level.restored:  # its training log was saved with it (older runs: in train_log.csv)
                 resumed += 1
-                ctx.train_log[:0] = [r for r in previous_log if r["level"] == level.level]
-            else:
-                state = {"masks": level.masks.state_dict(), "metrics": level.metrics}
+                saved = loaded.get(level.level) or {}
+                log = saved["log"] if "log" in saved else [r for r in previous_log if r["level"] == level.level]
+                ctx.train_log[:0] = log
+            else:  # the level's log goes into its file too: a kill before train_log.csv is written loses nothing
+                state = {"masks": level.masks.state_dict(), "metrics": level.metrics,
+                         "log": [r for r in ctx.train_log if r["level"] == level.level]}
                 if cfg.save_checkpoints:
                     state["model"] = {k: v.detach().cpu() for k, v in level.model.state_dict().items()}
                 store.save_level(level.level, state)
