@@ -238,15 +238,16 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
     recorded: dict[str, str] = dict((summary or {}).get("files") or {})
     complete = summary is not None and summary.get("status") == "complete"
     if complete:
-        missing = store.verify(recorded)
-        if not missing and recorded:
+        # a run of an older pruneexp records no checksums: then at least its tables must be there
+        missing = store.verify(recorded) if recorded else [n for n in ("config.yaml", "levels.csv") if not store.path(n).exists()]
+        if not missing:
             rows = store.read_csv("levels.csv")
-            console.print(f"[green]Already complete[/green]: {directory} (checksums verified; delete it to run again)")
+            checked = "checksums verified" if recorded else "no checksums recorded (an older pruneexp)"
+            console.print(f"[green]Already complete[/green]: {directory} ({checked}; delete it to run again)")
             print_levels(rows, title, console)
             print_latency(store.read_csv("latency.csv"), "latency (latency.csv)", console)
             return RunOutcome(directory, rows, resumed_levels=len(rows))
-        console.print(f"[yellow]Recomputing[/yellow] {', '.join(missing) if missing else 'the checksums'}: "
-                      f"the run was complete but {'these files are missing' if missing else 'summary.json records no checksums'}.")
+        console.print(f"[yellow]Recomputing[/yellow] {', '.join(missing)}: the run was complete but these files are missing.")
     else:
         store.verify(recorded, [n for n in recorded if n.startswith(TRUSTED)])
 
