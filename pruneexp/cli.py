@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"Unknown command '{command}'. Commands: run, bench, list, report, reproduce. See `pruneexp --help`.")
     except PruneexpError as err:
         fail(str(err))
+    except OSError as err:  # a folder that cannot be written, a full disk: the file and the reason
+        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
 
 
 if __name__ == "__main__":

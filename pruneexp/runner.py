@@ -4,6 +4,7 @@ write it to the run's directory as soon as it is reached (so an interrupted run 
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,12 +49,11 @@ def writable_directory(directory: Path) -> Path:
     before any work is done."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write_probe"
-        probe.touch()
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=directory):  # unnamed where the OS allows: no race between processes
+            pass
     except OSError as err:
-        raise PruneexpError(f"Cannot write to {directory} ({err.strerror or err}): give results_dir= (or set "
-                            "PRUNEEXP_RESULTS to) a folder you can write.") from None
+        raise PruneexpError(f"Cannot write to {directory} ({err.strerror or err}): pruneexp writes its results there; "
+                            "use a folder you can write (for runs: results_dir=... or PRUNEEXP_RESULTS).") from None
     return directory
 
 

@@ -111,7 +111,7 @@ def test_temporaries_of_a_killed_writer_are_cleaned(make_cfg):
 def test_an_unwritable_results_folder_fails_before_any_work(make_cfg, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(PruneexpError, match="Cannot write to .*results_dir"):
+    with pytest.raises(PruneexpError, match="Cannot write to .*results_dir="):
         run(make_cfg(*FAST, f"results_dir={blocker / 'results'}"))
 
 
