@@ -142,17 +142,28 @@ def test_every_error_exits_2_and_list_refuses_arguments(cli):
         assert proc.returncode == 2 and message in proc.stderr + proc.stdout, (args, proc.stderr)
 
 
-def test_a_stale_lock_of_a_killed_process_is_recovered(make_cfg):
+def test_a_stale_lock_of_a_killed_process_is_recovered(make_cfg, tmp_path):
+    """A process holding a run directory's lock and a shared cache file's lock is killed: the next
+    process gets both at once (OS file locks die with their process)."""
+    from pruneexp.runner import SharedFiles
+
     cfg = make_cfg(*FAST)
-    directory = run_directory(cfg)
+    directory, cache = run_directory(cfg), tmp_path / "cache_dir"
     directory.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; l = filelock.FileLock(sys.argv[1]); "
-                               "l.acquire(); print('locked', flush=True); time.sleep(120)", str(directory / ".lock")],
-                              stdout=subprocess.PIPE, text=True)
+    cache.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, filelock; ls = [filelock.FileLock(p) for p in sys.argv[1:]]; "
+                               "[l.acquire() for l in ls]; print('locked', flush=True); time.sleep(120)",
+                               str(directory / ".lock"), str(cache / ".dense.pt.lock")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
     started = time.monotonic()
+    files = SharedFiles(cache)
+    assert files.load("dense.pt") is None and files.held == {"dense.pt"}  # this process computes it now
+    files.save("dense.pt", {"w": 1})
+    other = SharedFiles(cache)
+    assert files.held == set() and other.load("dense.pt") == {"w": 1}
+    other.release()
     assert run(cfg).levels and time.monotonic() - started < 60
     assert summary(directory)["status"] == "complete"
 
