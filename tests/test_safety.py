@@ -197,13 +197,27 @@ def test_concurrent_processes_share_one_dense_network_trained_once(cli, make_cfg
 
 
 def test_a_submitit_local_sweep_runs_both_jobs(cli, tmp_path):
-    """hydra/launcher=local_processes (submitit_local): two jobs, each its own process."""
-    proc = cli("run", "-m", "hydra/launcher=local_processes", "sparsity=0.5,0.8", *FAST, timeout=600)
+    """hydra/launcher=submitit_local: two jobs, each its own process (as on a cluster), one dense network."""
+    proc = cli("run", "-m", "hydra/launcher=submitit_local", "sparsity=0.5,0.8", *FAST, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     dirs = sorted(p.parent for p in (tmp_path / "results" / "default").glob("*/summary.json"))
     assert len(dirs) == 2 and all(summary(d)["status"] == "complete" for d in dirs)
     assert sorted(round(summary(d)["final"]["sparsity"], 3) for d in dirs) == [0.5, 0.8]
     assert sorted(summary(d)["dense_cache"] for d in dirs) == ["reused", "trained"]
+
+
+def test_the_slurm_launcher_config_composes_with_its_knobs():
+    from hydra import compose, initialize_config_dir
+
+    from pruneexp.cli import CONF_DIR
+    from pruneexp.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert (launcher.gpus_per_node, launcher.timeout_min, launcher.array_parallelism, launcher.max_num_timeout) == (1, 240, 32, 3)
 
 
 def test_an_optuna_sweep_maximises_the_returned_validation_accuracy(cli, tmp_path):
