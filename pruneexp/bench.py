@@ -52,12 +52,32 @@ def _input_shape(run_cfg: Any, summary: dict[str, Any] | None) -> tuple[tuple[in
 
 def bench(run_dir: Path, overrides: list[str], conf_dir: Path, console: Console | None = None) -> Path:
     """Time the saved levels of `run_dir` (`hardware.levels` picks which) and write
-    latency_<hardware>.csv there; return its path."""
+    latency_<hardware>.csv there; return its path. The run directory must be writable (checked
+    before any timing), its files must match the checksums in summary.json, and no other process
+    may be working in it meanwhile (its lock is held)."""
+    from pruneexp.runner import directory_lock  # bench sits above the runner
+
     console = console or Console()
     store = RunStore(Path(run_dir))
     if not store.path("config.yaml").exists():
         raise PruneexpError(f"{run_dir} is not a pruneexp run directory (no config.yaml); give results/<experiment>/<hash>.")
-    run_cfg = OmegaConf.load(store.path("config.yaml"))
+    with directory_lock(store.root, "this run", console):
+        return _bench_locked(store, run_dir, overrides, conf_dir, console)
+
+
+def _bench_locked(store: RunStore, run_dir: Path, overrides: list[str], conf_dir: Path, console: Console) -> Path:
+    from pruneexp.runner import load_checked
+
+    summary = store.read_summary()
+    recorded = (summary or {}).get("files") or {}
+    missing = store.verify(recorded, [n for n in recorded if n == "config.yaml" or n.startswith("levels/")])
+    if missing:
+        raise PruneexpError(f"{run_dir} lacks {', '.join(missing)}, which summary.json records; run the same "
+                            "`pruneexp run` command again to recompute them, then bench.")
+    try:
+        run_cfg = OmegaConf.load(store.path("config.yaml"))
+    except Exception as err:  # a YAML parser error, undecodable bytes
+        raise store.damaged("config.yaml", f"{type(err).__name__}: {err}") from None
     hw = hardware_config(conf_dir, str(run_cfg.hardware.name), overrides)
     target = Target.from_config(hw)
     if target.device.type == "cuda" and not torch.cuda.is_available():
@@ -65,11 +85,11 @@ def bench(run_dir: Path, overrides: list[str], conf_dir: Path, console: Console 
     saved = sorted(int(p.stem.split("_")[1]) for p in store.path("levels").glob("level_*.pt"))
     if not saved:
         raise PruneexpError(f"{run_dir} has no saved levels (levels/level_NNN.pt).")
-    input_shape, num_classes = _input_shape(run_cfg, store.read_summary())
+    input_shape, num_classes = _input_shape(run_cfg, summary)
     levels = {int(r["level"]): r for r in store.read_csv("levels.csv")}
     rows: list[dict[str, Any]] = []
     for level in levels_to_time(str(hw.levels), saved):
-        state = store.load_level(level)
+        state = load_checked(store, store.level_name(level))
         if "model" not in state:
             raise PruneexpError(f"level {level} of {run_dir} has masks but no weights (the run had save_checkpoints=false).")
         model = model_from_config(run_cfg.model, input_shape, num_classes)

@@ -28,7 +28,12 @@ commands:
                          --jobs N runs seeds in N processes; --report-only checks the runs already on disk
   reproduce --ci         the fast variant of every reproduction that CI checks
 
-`pruneexp run --help` shows the config groups and the resolved config."""
+`pruneexp run --help` shows the config groups and the resolved config.
+
+exit status: 0 success; 2 an error (bad input, Hydra's config errors included, a failed or
+diverged run, a damaged run directory); 1 only from `reproduce`, when a paper's claim fails."""
+
+ERROR_EXIT = 2  # every error, ours or Hydra's; 1 is reserved for a failed reproduction claim
 
 
 def fail(message: str) -> None:
@@ -36,7 +41,7 @@ def fail(message: str) -> None:
     from rich.markup import escape
 
     Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise SystemExit(2)
+    raise SystemExit(ERROR_EXIT)
 
 
 def run_command(args: list[str]) -> None:
@@ -48,16 +53,28 @@ def run_command(args: list[str]) -> None:
     register_configs()
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def app(cfg: DictConfig) -> None:
+    def app(cfg: DictConfig) -> float | None:
+        """One job: run the experiment; return the final level's validation accuracy (the value a
+        Hydra sweeper such as Optuna maximises; selection never reads the test split)."""
         from pruneexp.runner import run
 
         try:
-            run(cfg)
+            outcome = run(cfg)
         except PruneexpError as err:
             fail(str(err))
+        except OSError as err:  # a full disk, a folder that vanished: the file and the reason, no traceback
+            fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+        if not outcome.levels:
+            return None  # skipped (skip_unsupported=true)
+        return float(outcome.levels[-1]["val_acc"])
 
     sys.argv = ["pruneexp run", *args]
-    app()
+    try:
+        app()
+    except SystemExit as exit_:
+        if exit_.code == 1:  # Hydra reports its own errors (unknown group, bad override) with status 1
+            raise SystemExit(ERROR_EXIT) from None
+        raise
 
 
 def bench_command(args: list[str]) -> None:
@@ -152,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         elif command == "bench":
             bench_command(rest)
         elif command == "list":
+            if rest:
+                fail(f"pruneexp list takes no arguments (got {' '.join(rest)}).")
             list_command()
         elif command == "report":
             report_command(rest)
@@ -161,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
             fail(f"Unknown command '{command}'. Commands: run, bench, list, report, reproduce. See `pruneexp --help`.")
     except PruneexpError as err:
         fail(str(err))
+    except OSError as err:  # a folder that cannot be written, a full disk: the file and the reason
+        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
 
 
 if __name__ == "__main__":

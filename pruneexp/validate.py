@@ -20,6 +20,7 @@ from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
 from pruneexp.pruning.select import SCOPES
 from pruneexp.schedules import SCHEDULES, check_schedule
 from pruneexp.train.durations import check as check_duration
+from pruneexp.train.durations import to_steps
 from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZER_IMPLS, OPTIMIZERS
 
 
@@ -112,8 +113,19 @@ def validate(cfg: Any) -> None:
     check_duration(t.eval_every)
     for m in t.milestones:
         check_duration(m)
-    if t.batch_size < 1 or t.lr <= 0:
-        raise PruneexpError("train.batch_size must be at least 1 and train.lr positive.")
+    if t.batch_size < 1:
+        raise PruneexpError(f"train.batch_size={t.batch_size} must be at least 1.")
+    if not t.lr > 0 or t.lr == float("inf"):
+        raise PruneexpError(f"train.lr={t.lr} must be a positive finite number, e.g. train.lr=0.1.")
+    if to_steps(t.duration, 1) == 0:
+        raise PruneexpError(f"train.duration={t.duration} trains nothing: the network would be pruned untrained. "
+                            "Give a positive duration, e.g. train.duration=20ep (schedule=at_init prunes before training anyway).")
+    ft = cfg.schedule.get("finetune") or {}
+    if ft.get("lr") is not None and (not ft.lr > 0 or ft.lr == float("inf")):
+        raise PruneexpError(f"schedule.finetune.lr={ft.lr} must be a positive finite number.")
+    threads = cfg.hardware.get("threads")
+    if threads is not None and threads < 1:
+        raise PruneexpError(f"hardware.threads={threads} must be at least 1 (or null for torch's default).")
     Target.from_config(cfg.hardware)  # dtype, forms, batch sizes, timing protocol, levels
     device = str(cfg.hardware.device)
     if device.startswith("cuda") and not torch.cuda.is_available():

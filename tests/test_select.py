@@ -94,3 +94,25 @@ def test_top_k_by_selection_equals_the_stable_sort():
             want = torch.zeros(n, dtype=torch.bool)
             want[order[:k]] = True
             assert torch.equal(top_k_mask(s, k), want & torch.isfinite(s)), (n, k)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_scores_on_live_weights_are_refused(bad):
+    scores = {"a": torch.tensor([1.0, bad, 3.0, 4.0]), "b": torch.tensor([1.0, 2.0])}
+    with pytest.raises(PruneexpError, match="not finite.*diverged"):
+        select(scores, 0.5, masks_for(a=(4,), b=(2,)), scope="global")
+    # a pruned weight may score anything: it is ignored
+    current = MaskSet({"a": torch.tensor([True, False, True, True]), "b": torch.ones(2, dtype=torch.bool)})
+    new = select(scores, 0.5, current, scope="global")
+    assert int(sum(m.sum() for m in new.masks.values())) == 3
+
+
+def test_the_selector_refuses_to_return_another_sparsity_than_asked(monkeypatch):
+    """Whatever goes wrong inside the thresholding, a kept count off the target stops the run."""
+    import pruneexp.pruning.select as sel
+
+    scores = {"a": torch.arange(10.0)}
+    assert int(select(scores, 0.7, masks_for(a=(10,)))["a"].sum()) == 3
+    monkeypatch.setattr(sel, "top_k_mask", lambda s, k: torch.zeros_like(s, dtype=torch.bool) | (s > 0))
+    with pytest.raises(PruneexpError, match="kept 9 of 10 .* asks for 3"):
+        sel.select(scores, 0.7, masks_for(a=(10,)))

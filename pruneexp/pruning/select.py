@@ -150,6 +150,7 @@ def select(
     names = [n for n in current.weights if n not in frozen]
     shapes = {n: current[n].shape for n in names}
     masks = dict(current.masks)
+    check_finite(scores, current, names)
 
     if gran.kind == "nm":
         for n in names:
@@ -179,6 +180,18 @@ def select(
             targets = layer_targets(names, sparsity, layer_rates or {})
         kept = {n: top_k_mask(flat[n], n_to_keep(flat[n].numel(), targets[n])) for n in names}
 
+    if scope == "global":
+        _check_kept("all layers", sum(int(kept[n].sum()) for n in names), torch.cat([flat[n] for n in names]), sparsity, len(names))
+    elif scope == "row":
+        for n in names:
+            rows = flat[n].view(shapes[n][0], -1)
+            want = int(torch.isfinite(rows).sum(1).clamp(max=n_to_keep(rows.shape[1], sparsity)).sum())
+            if int(kept[n].sum()) != want:
+                raise PruneexpError(f"The selector kept {int(kept[n].sum())} weights of {n} where sparsity {sparsity:g} per "
+                                    f"row asks for {want}; refusing to record a sparsity other than the one asked for.")
+    else:
+        for n in names:
+            _check_kept(n, int(kept[n].sum()), flat[n], targets[n], 1)
     for n in names:
         k = kept[n]
         if not k.any():  # never prune a layer to zero: keep its best-scored live group
@@ -187,6 +200,32 @@ def select(
         elem = gran.expand(k.view(gran.group_shape(shapes[n])), shapes[n]).to(current[n].device)
         masks[n] = elem & current[n]
     return MaskSet(masks, current.weights)
+
+
+def check_finite(scores: Mapping[str, Tensor], current: MaskSet, names: list[str]) -> None:
+    """Refuse scores that are NaN or infinite on a weight still alive: they come from a network
+    that diverged (or a criterion that broke), and thresholding them would prune at random and
+    miss the asked sparsity. Already-pruned weights may score anything (the selector ignores them)."""
+    for n in names:
+        s = scores[n].detach()
+        bad = ~torch.isfinite(s)
+        if s.shape == current[n].shape:
+            bad = bad & current[n].to(bad.device)
+        if bool(bad.any()):
+            nan = int(torch.isnan(s).sum())
+            raise PruneexpError(f"The criterion's scores of {n} are not finite ({nan} NaN, {int(bad.sum()) - nan} infinite "
+                                "on live weights): the network has probably diverged (lower train.lr). Nothing was pruned.")
+
+
+def _check_kept(where: str, kept: int, flat: Tensor, sparsity: float, n_layers: int) -> None:
+    """The selector keeps exactly the count the target asks (or every live group, if fewer are
+    alive), plus at most one group per layer for the keep-one rule; anything else is a bug that
+    would record a sparsity other than the one asked for, so it stops the run."""
+    alive = int(torch.isfinite(flat).sum())
+    want = min(n_to_keep(flat.numel(), sparsity), alive)
+    if not want <= kept <= want + n_layers:
+        raise PruneexpError(f"The selector kept {kept} of {flat.numel()} groups in {where} where sparsity {sparsity:g} "
+                            f"asks for {want}; refusing to record a sparsity other than the one asked for.")
 
 
 def alive_groups(mask: Tensor, gran: Granularity) -> Tensor:

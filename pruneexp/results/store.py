@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from pruneexp.errors import PruneexpError
-from pruneexp.io import atomic_write, save_torch
+from pruneexp.io import atomic_write, save_torch, sha256
 
 
 def write_text(path: Path, text: str) -> None:
@@ -51,14 +51,58 @@ class RunStore:
         write_text(self.path("summary.json"), json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
 
     def read_csv(self, name: str) -> list[dict[str, Any]]:
+        """The rows of a CSV file of the run ([] if it is absent); a damaged file is a PruneexpError naming it."""
         path = self.path(name)
         if not path.exists():
             return []
-        return pd.read_csv(path).to_dict("records")
+        try:
+            return pd.read_csv(path).to_dict("records")
+        except pd.errors.EmptyDataError:
+            return []
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise self.damaged(name, err) from None
 
     def read_summary(self) -> dict[str, Any] | None:
+        """summary.json as a dict (None if absent); unreadable or not a JSON object is a PruneexpError naming it."""
         path = self.path("summary.json")
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            summary = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise self.damaged("summary.json", err) from None
+        if not isinstance(summary, dict):
+            raise self.damaged("summary.json", "not a JSON object")
+        return summary
+
+    def damaged(self, name: str, why: Any) -> PruneexpError:
+        """The error for a file of the run that cannot be read or fails its checksum: which file,
+        why, and how to recompute it."""
+        how = ("delete it and run the same command again: the levels are recomputed from the level files"
+               if name != "train_log.csv" else
+               "the training log of finished levels exists only there, so delete the run directory and run again")
+        if name == "summary.json":
+            how = "delete it and run the same command again: finished levels are restored from their level files"
+        elif name.endswith(".pt"):
+            how = "delete it and run the same command again to recompute it"
+        return PruneexpError(f"{self.path(name)} is damaged ({why}); {how}.")
+
+    def checksums(self, names: Iterable[str]) -> dict[str, str]:
+        """SHA-256 of each named file that exists (the `files` record of summary.json)."""
+        return {n: sha256(self.path(n)) for n in names if self.path(n).exists()}
+
+    def verify(self, recorded: dict[str, str], names: Iterable[str] | None = None) -> list[str]:
+        """Check files against the checksums recorded in summary.json (all of them, or `names`):
+        raise a PruneexpError naming the first one whose bytes differ; return the recorded files
+        that are missing (a missing file is recomputed, a changed one is never trusted)."""
+        missing = []
+        for name in sorted(recorded if names is None else set(names) & set(recorded)):
+            path = self.path(name)
+            if not path.exists():
+                missing.append(name)
+            elif sha256(path) != recorded[name]:
+                raise self.damaged(name, "its SHA-256 differs from the one recorded in summary.json")
+        return missing
 
     def save_file(self, name: str, state: dict[str, Any]) -> None:
         save_torch(state, self.path(name))
@@ -76,6 +120,8 @@ class RunStore:
             raise PruneexpError(f"{path} holds objects other than tensors, numbers and strings, so it was not loaded "
                                 f"(a file pruneexp did not write, or one from an older pruneexp): delete it to recompute it. "
                                 f"({str(err).splitlines()[0]})") from None
+        except (RuntimeError, EOFError, OSError) as err:  # torch's zip reader on a truncated or garbled file
+            raise self.damaged(name, f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
 
     @staticmethod
     def level_name(level: int) -> str:
