@@ -19,9 +19,9 @@ commands:
   bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]
                          time a finished run's saved levels on a hardware target (no retraining)
   list                   show every registered dataset, model, criterion, schedule and hardware target
-  report PATH... [--out DIR] [--metric M]
-                         aggregate runs (run folders, multirun folders) over seeds: table.csv, table.md,
-                         accuracy_vs_sparsity.png (in --out, default the first PATH)
+  report PATH... [--out DIR] [--metric M] [--x auto|sweep|levels] [--by KEY,...] [--include-incomplete]
+                         aggregate complete runs (run folders, multirun folders) over seeds: table.csv,
+                         table.md, accuracy_vs_sparsity.png, latency plots (in --out, default the first PATH)
   reproduce NAME [--fast] [--jobs N] [--report-only] [overrides]
                          run a paper reproduction (conf/experiment/NAME.yaml), report, check the paper's
                          claims; exit 1 if a claim fails. Names: lth_lenet, mnist1d_lottery, renda_rewinding.
@@ -48,9 +48,11 @@ def run_command(args: list[str]) -> None:
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def app(cfg: DictConfig) -> None:
-        from pruneexp.runner import run
+        from pruneexp.report import write_job_link
+        from pruneexp.runner import run, run_directory
 
         try:
+            write_job_link(run_directory(cfg))  # a multirun folder leads to its runs (pruneexp report)
             run(cfg)
         except PruneexpError as err:
             fail(str(err))
@@ -94,20 +96,34 @@ def list_command() -> None:
 
 
 def report_command(args: list[str]) -> None:
+    """`pruneexp report PATH... [--out DIR] [--metric M] [--x auto|sweep|levels] [--by KEY,...] [--include-incomplete]`."""
     import argparse
 
-    from pruneexp.report import build_report, rich_table
+    from pruneexp.report import make_report, rich_table
 
     parser = argparse.ArgumentParser(prog="pruneexp report")
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--metric", default="test_acc", help="plotted: test_acc (final) or test_acc_at_best (early stop)")
+    parser.add_argument("--x", default="auto", choices=("auto", "sweep", "levels"),
+                        help="sweep: final level of each run across runs (a swept sparsity); levels: each run's levels (imp, gmp); auto: decided from the runs")
+    parser.add_argument("--by", default=None, help="comma-separated config keys that tell the curves apart, e.g. criterion.name,prune.scope")
+    parser.add_argument("--include-incomplete", action="store_true",
+                        help="include runs whose status is running, partial or failed (marked *); by default they are left out")
     opts = parser.parse_args(args)
     out = opts.out or opts.paths[0]
-    table = build_report(opts.paths, out, metric=opts.metric)
+    by = None if opts.by is None else [k.strip() for k in opts.by.split(",") if k.strip()]
+    report = make_report(opts.paths, out, metric=opts.metric, x=opts.x, by=by,
+                         incomplete="mark" if opts.include_incomplete else "skip")
     console = Console()
-    console.print(rich_table(table, f"{len(table)} rows from {', '.join(map(str, opts.paths))}"))
-    console.print(f"Wrote {out / 'table.csv'}, {out / 'table.md'}, {out / 'accuracy_vs_sparsity.png'}")
+    console.print(rich_table(report.table, f"{len(report.table)} rows from {len(report.runs)} runs ({report.picture} picture)"))
+    for line in report.skipped:
+        console.print(f"[yellow]left out, not complete[/yellow]: {line} (--include-incomplete to include it, marked *)", highlight=False, soft_wrap=True)
+    for line in report.incomplete:
+        console.print(f"[yellow]included, not complete (marked *)[/yellow]: {line}", highlight=False, soft_wrap=True)
+    for line in report.missing:
+        console.print(f"[yellow]no run yet[/yellow]: {line}", highlight=False, soft_wrap=True)
+    console.print("Wrote " + ", ".join(str(f) for f in report.files), highlight=False, soft_wrap=True)
 
 
 def reproduce_command(args: list[str]) -> None:
