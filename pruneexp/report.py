@@ -35,6 +35,8 @@ from pruneexp.results.store import write_csv, write_text
 METRICS = ("remaining", "test_acc", "test_acc_at_best", "val_acc", "best_val_acc", "best_step")
 IGNORED = set(NON_RESULT_KEYS) | {"seed"}
 JOB_LINK = "pruneexp_run.json"  # written by each job of a Hydra multirun into its job folder
+# trackers' folders under results/: MLflow's artifact copies of run files are not runs
+TRACKER_DIRS = {"mlartifacts", "mlruns", "wandb", "tensorboard"}
 PICTURES = ("auto", "sweep", "levels")
 
 
@@ -98,7 +100,8 @@ def find(paths: Iterable[Path | str]) -> Found:
             add(path)
             continue
         for levels in sorted(path.rglob("levels.csv")):
-            add(levels.parent)
+            if not TRACKER_DIRS & set(levels.relative_to(path).parts):
+                add(levels.parent)
         for link in sorted(path.rglob(JOB_LINK), key=lambda p: (len(p.parts), _num(p.parent.name), str(p))):
             target = _follow(link)
             if (target / "levels.csv").exists():

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS
 from pruneexp.data import load_data
+from pruneexp.loggers import check_installed, open_loggers
 from pruneexp.measure import count_layer_flops, effective_flops
 from pruneexp.measure.latency import join_latency
 from pruneexp.measure.levels import LevelTimer
@@ -91,6 +92,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
             raise
         console.print(f"[yellow]skipped[/yellow] (skip_unsupported=true): {err}")
         return RunOutcome(Path(cfg.results_dir), [], 0)
+    check_installed(cfg)  # a selected tracker that is not installed fails before any work
     directory = run_directory(cfg)
     store = RunStore(directory)
     title = f"{cfg.experiment}/{directory.name}: {cfg.schedule.name} {cfg.criterion.name} on {cfg.model.name}/{cfg.dataset.name}"
@@ -111,6 +113,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     ctx = RunContext(cfg, data, device, load_level=store.load_level, dense_cache=dense_cache(cfg), quiet=cfg.quiet,
                      run_files=FileStore(load=store.load_file, save=store.save_file), ticket_files=ticket_files(cfg))
     previous_log = store.read_csv("train_log.csv")
+    loggers = open_loggers(cfg, directory)  # logger=tensorboard,mlflow,wandb (csv: the files below)
 
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
@@ -137,6 +140,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         store.write_layers(layers)
         store.write_train_log(sorted(ctx.train_log, key=lambda r: (r["level"], r["step"])))
         store.write_summary(_summary(cfg, directory, rows, "running", started, device))
+        loggers.log_level(row, [r for r in ctx.train_log if r["level"] == level.level])
         console.print(f"level {row['level']} {row['name']}: sparsity {row['sparsity']:.4f}, "
                       f"val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}" + (" (resumed)" if level.restored else ""))
     if last is not None and timer.finish(*last):
@@ -145,6 +149,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         write_csv(store.path("levels_latency.csv"), join_latency(rows, timer.rows))
     status = "partial" if _left_out(cfg, rows) else "complete"
     store.write_summary(_summary(cfg, directory, rows, status, started, device, data.input_shape, data.num_classes))
+    loggers.finish(status, rows)
     print_levels(rows, title, console)
     print_latency(timer.rows, "latency (latency.csv)", console)
     console.print(f"Results: {directory}")
