@@ -70,7 +70,36 @@ def bench_command(args: list[str]) -> None:
     bench(Path(args[0]), args[1:], CONF_DIR)
 
 
+# The input a model is listed with: its usual dataset (MLPs and LeNet-5 on MNIST, conv nets on CIFAR-10).
+LIST_SHAPES = {"lenet_300_100": (1, 28, 28), "mlp": (1, 28, 28), "residual_mlp": (1, 28, 28), "lenet5": (1, 28, 28)}
+
+
+SCHEDULE_NOTES = {
+    "oneshot": "train, prune once to `sparsity`, fine-tune (Han et al. 2015); levels dense, pruned, finetuned",
+    "imp": "prune schedule.rate of the remaining weights per level; retrain: rewind, lr_rewind, finetune, reinit, random_mask (Frankle & Carbin 2019; Renda et al. 2020)",
+    "gmp": "sparsity raised along a cubic during training (Zhu & Gupta 2017); a level per update",
+    "at_init": "score the untrained network (SNIP, GraSP, SynFlow, ...), prune to `sparsity`, train the sparse network",
+}
+
+
+def model_note(name: str) -> str:
+    """'266,610 params (266,200 prunable) on (1, 28, 28), 10 classes' for a registered model."""
+    from pruneexp.models import create_model
+    from pruneexp.pruning.masks import prunable_weights
+
+    shape = LIST_SHAPES.get(name, (3, 32, 32))
+    try:
+        model = create_model(name, shape, 10)
+    except PruneexpError as err:
+        return str(err)
+    total = sum(p.numel() for p in model.parameters())
+    prunable = sum(p.numel() for p in prunable_weights(model).values())
+    return f"{total:,} params ({prunable:,} prunable) on input {shape}, 10 classes"
+
+
 def list_command() -> None:
+    """`pruneexp list`: every registered dataset (size, input shape), model (parameter count), criterion
+    (granularities), schedule and hardware target."""
     from pruneexp.data import DATASETS
     from pruneexp.models import MODELS, torchvision_model_names
     from pruneexp.pruning.criteria import CRITERIA, supported_granularities
@@ -81,17 +110,20 @@ def list_command() -> None:
     table.add_column("name")
     table.add_column("notes")
     for name in DATASETS:
-        table.add_row("dataset", name, "")
+        meta = DATASETS.meta(name)
+        table.add_row("dataset", name, f"{meta.get('size', '')}; input {meta.get('shape', '?')}, {meta.get('classes', '?')} classes")
     for name in MODELS:
-        table.add_row("model", name, "")
+        table.add_row("model", name, model_note(name))
     table.add_row("model", "torchvision", f"{len(torchvision_model_names())} torchvision classification models: model=torchvision model.name=resnet18")
     for name in CRITERIA:
         variants = "".join(f"; variant={v}: " + ", ".join(g) for v, g in CRITERIA.meta(name)["variants"].items())
         table.add_row("criterion", name, "granularities: " + ", ".join(supported_granularities(name)) + variants)
     for name in SCHEDULES:
-        table.add_row("schedule", name, "")
+        table.add_row("schedule", name, SCHEDULE_NOTES.get(name, ""))
     for path in sorted((CONF_DIR / "hardware").glob("*.yaml")):
-        table.add_row("hardware", path.stem, "")
+        table.add_row("hardware", path.stem, next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), ""))
+    for path in sorted((CONF_DIR / "logger").glob("*.yaml")):
+        table.add_row("logger", path.stem, next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), ""))
     Console().print(table)
 
 
