@@ -43,7 +43,7 @@ def _seeds_note(seeds: pd.Series) -> str:
     top = int(seeds.max()) if len(seeds) else 0
     low = int(seeds.min()) if len(seeds) else 0
     count = f"{low}-{top}" if low != top else f"{top}"
-    return f"mean ± std over {count} seed{'s' if top > 1 else ''}"
+    return f"mean ± std over {count} seeds" if top > 1 else "1 seed"
 
 
 def _log_remaining_axis(ax: Any, remaining_pct: list[float], invert: bool = True) -> None:
@@ -92,6 +92,7 @@ def sweep_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     dense_drawn: dict[float, Any] = {}
+    shared = f"dense_{metric}_mean" in points and points[f"dense_{metric}_mean"].round(6).nunique() <= 1
     for i, (curve, rows) in enumerate(points.groupby("curve", sort=False)):
         color = colors[i % len(colors)]
         rows = rows.sort_values("remaining_mean", ascending=False)
@@ -109,7 +110,7 @@ def sweep_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
         if f"dense_{metric}_mean" in rows and rows[f"dense_{metric}_mean"].notna().any():
             dense = round(float(rows[f"dense_{metric}_mean"].mean()) * 100, 6)
             if dense not in dense_drawn:  # runs sharing one dense network share one reference line
-                label = "dense" if points["curve"].nunique() == 1 else f"dense ({curve})"
+                label = f"dense ({dense:.2f} %)" if shared else f"dense ({curve}, {dense:.2f} %)"
                 line_color = "black" if not dense_drawn else color
                 for ax in axes:
                     dense_drawn[dense] = ax.axhline(dense, color=line_color, linestyle=":", linewidth=1,

@@ -237,8 +237,8 @@ def _columns(setup_keys: list[str], compact: bool) -> list[tuple[str, Any]]:
     return [*setup, ("level", _level),
             ("remaining %" if compact else "weights remaining %", remaining),
             ("test acc %", lambda r: mean_pm(r, "test_acc", sep=sep)),
-            ("early-stop acc %" if compact else "test acc at early stop %", lambda r: mean_pm(r, "test_acc_at_best", sep=sep)),
-            ("early-stop it" if compact else "early-stop iteration", lambda r: mean_pm(r, "best_step", 1.0, 0, sep=sep)),
+            ("at ES %" if compact else "test acc at early stop %", lambda r: mean_pm(r, "test_acc_at_best", sep=sep)),
+            ("ES it" if compact else "early-stop iteration", lambda r: mean_pm(r, "best_step", 1.0, 0, sep=sep)),
             ("seeds", lambda r: str(r["seeds"]))]
 
 
@@ -274,20 +274,43 @@ def markdown(table: pd.DataFrame, setup_keys: list[str] | None = None, skipped: 
     return "\n".join(lines) + "\n" + ("\n" + "\n\n".join(foot) + "\n" if foot else "")
 
 
-def rich_table(table: pd.DataFrame, title: str, setup_keys: list[str] | None = None) -> Any:
+def rich_table(table: pd.DataFrame, title: str, setup_keys: list[str] | None = None, width: int | None = None) -> Any:
     """The report table for the console: one column per setup key, columns equal in every row moved to
-    the caption, cells wrapped rather than cut, so that it reads at 80 columns. `setup_keys` default:
-    the setup columns of `table` (those between 'setup' and 'level')."""
+    the caption, setup values wrapped rather than cut; where it still does not fit `width` (default:
+    the console's, 80 when not a terminal), the early-stop columns go (table.md keeps them).
+    `setup_keys` default: the setup columns of `table` (those between 'setup' and 'level')."""
+    from rich.console import Console
     from rich.table import Table
 
     if setup_keys is None:
         cols = list(table.columns)
         setup_keys = cols[cols.index("setup") + 1: cols.index("level")] if "setup" in cols and "level" in cols else []
+    width = width or Console().width
     head, cells, notes = table_cells(table, setup_keys, compact=True, drop_constant=True)
+    setup_cols = {*[short_key(k) for k in setup_keys], "setup"}
+
+    def needed(head: list[str], cells: list[list[str]]) -> int:
+        widths = [min(14, max([len(h)] + [len(r[j]) for r in cells])) if h in setup_cols else max([len(h)] + [len(r[j]) for r in cells])
+                  for j, h in enumerate(head)]
+        return sum(widths) + 3 * len(head) + 1
+
+    dropped = []
+    for col in ("ES it", "at ES %", "seeds"):
+        if needed(head, cells) <= width or col not in head:
+            continue
+        j = head.index(col)
+        head, cells = head[:j] + head[j + 1:], [row[:j] + row[j + 1:] for row in cells]
+        dropped.append(col)
+    if dropped:
+        notes.append(f"not shown at this width: {', '.join(dropped)} (see table.md)")
+    if "ES it" in head or "at ES %" in head:
+        notes.append("ES: early stop (best validation accuracy); at ES %: test accuracy there")
     out = Table(title=title, caption="; ".join(notes) or None, padding=(0, 1))
-    for col in head:
-        numeric = col not in ("level", *[short_key(k) for k in setup_keys], "setup")
-        out.add_column(col, justify="right" if numeric else "left", overflow="fold", no_wrap=False)
+    for j, col in enumerate(head):  # setup values fold (past 14 characters); level names and numbers stay whole
+        setup = col in setup_cols
+        min_width = min(14, max([len(col)] + [len(row[j]) for row in cells])) if setup else None
+        out.add_column(col, justify="left" if col == "level" or setup else "right", overflow="fold", no_wrap=not setup,
+                       min_width=min_width)
     for row in cells:
         out.add_row(*row)
     return out
@@ -355,6 +378,16 @@ def latency_rows(runs: list[Path], levels: pd.DataFrame, by: list[str], metric: 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def default_title(levels: pd.DataFrame) -> str:
+    """'<experiment>: <model> on <dataset>', each part only where all runs agree on it."""
+    def common(key: str) -> str | None:
+        values = set(levels[key].astype(str)) if key in levels else set()
+        return values.pop() if len(values) == 1 else None
+
+    model, dataset, experiment = common("model.name"), common("dataset.name"), common("experiment") or "runs"
+    return f"{experiment}: {model} on {dataset}" if model and dataset else experiment
+
+
 @dataclass
 class Report:
     """What `build_report` wrote: the table, the picture chosen, the files, the runs used and left out."""
@@ -407,7 +440,7 @@ def make_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc"
             raise PruneexpError(f"--by {', '.join(unknown)}: not a config key of these runs (use dotted keys as in config.yaml, e.g. criterion.name).")
     table = aggregate(levels, setup_keys)
     out.mkdir(parents=True, exist_ok=True)
-    title = title or str(levels["experiment"].iloc[0])
+    title = title or default_title(levels)
     picture = choose_picture(levels, setup_keys) if x == "auto" else x
     files = [out / "table.csv", out / "table.md", out / "accuracy_vs_sparsity.png"]
     write_csv(files[0], table.to_dict("records"))
