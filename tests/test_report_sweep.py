@@ -2,6 +2,7 @@
 the swept sparsities make one accuracy-vs-sparsity curve, tables are sorted and named and read at
 80 columns, unfinished runs are left out or marked, latency gets its plots."""
 
+import importlib.util
 import json
 
 import pandas as pd
@@ -11,7 +12,9 @@ from conftest import TINY
 from pruneexp.report import JOB_LINK, choose_picture, find, load_levels, make_report, sweep_points
 from pruneexp.runner import run
 
-SWEEP = ["sparsity=0.9,0.5", "seed=0,1", *TINY, "hardware.threads=1", "hardware.min_reps=2", "hardware.min_time_s=0"]
+MLFLOW = importlib.util.find_spec("mlflow") is not None
+SWEEP = ["sparsity=0.9,0.5", "seed=0,1", *TINY, "hardware.threads=1", "hardware.min_reps=2", "hardware.min_time_s=0",
+         *(["logger=[csv,mlflow]"] if MLFLOW else [])]
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +122,21 @@ def test_picture_follows_the_runs():
     assert choose_picture(imp, []) == "levels"
     single = _levels("a", [1.0, 0.1, 0.1])
     assert choose_picture(single, []) == "levels"
+
+
+@pytest.mark.skipif(not MLFLOW, reason="mlflow is not installed (pip install -e '.[trackers]')")
+def test_mlflow_holds_one_run_per_sweep_job_named_by_its_overrides(sweep):
+    import mlflow
+
+    root, folder, _ = sweep
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'results' / 'mlflow.db'}")
+    try:
+        runs = mlflow.search_runs(experiment_names=["default"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert sorted(runs["tags.mlflow.runName"]) == ["sparsity=0.5 seed=0", "sparsity=0.5 seed=1", "sparsity=0.9 seed=0", "sparsity=0.9 seed=1"]
+    assert (runs["status"] == "FINISHED").all() and (runs["tags.pruneexp.status"] == "complete").all()
+    for _, r in runs.iterrows():  # each MLflow run is its pruneexp run: the final test accuracy agrees with levels.csv
+        levels = pd.read_csv(f"{r['tags.pruneexp.run_dir']}/levels.csv")
+        assert r["params.sparsity"] == str(r["tags.mlflow.runName"].split()[0].split("=")[1])
+        assert r["metrics.level_test_acc"] == pytest.approx(levels["test_acc"].iloc[-1])

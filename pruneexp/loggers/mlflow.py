@@ -29,14 +29,20 @@ def default_uri(cfg: DictConfig) -> str:
 
 
 def run_name(directory: Path) -> str:
-    """The job's command-line overrides in a Hydra sweep (e.g. 'sparsity=0.9 seed=1'), else the run hash."""
+    """In a Hydra sweep, the job's values of the swept keys (e.g. 'sparsity=0.9 seed=1': the keys whose
+    command-line override is a sweep, read from the sweep's multirun.yaml); else the run hash."""
     try:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
 
-        task = [o for o in HydraConfig.get().overrides.task if not o.startswith(("quiet=", "logger", "results_dir="))]
+        hc = HydraConfig.get()
+        sweep = OmegaConf.load(Path(hc.sweep.dir) / "multirun.yaml").hydra.overrides.task
+        swept = {o.key_or_group for o in OverridesParser.create().parse_overrides(list(sweep)) if o.is_sweep_override()}
+        task = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") in swept]
         if task:
             return " ".join(task)
-    except (ImportError, ValueError):
+    except Exception:  # not a sweep, or a launcher that keeps no multirun.yaml: the hash names the run
         pass
     return directory.name
 
@@ -62,6 +68,8 @@ class MlflowTracker:
                 self.experiment_id = self.client.get_experiment_by_name(name).experiment_id
         else:
             self.experiment_id = experiment.experiment_id
+        # MLflow 3's UI opens an experiment of this kind on its runs table (not the GenAI traces view)
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
         tags = {"pruneexp.run_dir": str(directory.absolute()), "pruneexp.run_hash": directory.name,
                 "pruneexp.status": "running", "pruneexp.schedule": str(cfg.schedule.name),
                 "pruneexp.criterion": str(cfg.criterion.name)}
