@@ -23,6 +23,10 @@ METRIC_LABELS = {"test_acc": "test accuracy (%)", "test_acc_at_best": "test accu
                  "val_acc": "validation accuracy (%)", "best_val_acc": "best validation accuracy (%)"}
 
 
+# how the dashed companion of a sweep curve is named, by the name of the final level
+BEFORE = {"finetuned": "before fine-tuning", "trained": "before training"}
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -105,7 +109,7 @@ def sweep_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
                 yb = rows[f"before_{metric}_mean"] * 100
                 sb = rows[f"before_{metric}_std"].fillna(0.0) * 100
                 ax.plot(x, yb, linestyle="--", marker="x", markersize=4, color=color, alpha=0.8,
-                        label=f"{curve}: {rows['before_name'].dropna().iloc[0]} (before fine-tuning)")
+                        label=f"{curve}: {rows['before_name'].dropna().iloc[0]} ({BEFORE.get(rows['final_name'].iloc[0], 'before the last phase')})")
                 ax.fill_between(x, yb - sb, yb + sb, color=color, alpha=0.08)
         if f"dense_{metric}_mean" in rows and rows[f"dense_{metric}_mean"].notna().any():
             dense = round(float(rows[f"dense_{metric}_mean"].mean()) * 100, 6)

@@ -340,7 +340,7 @@ def sweep_points(levels: pd.DataFrame, by: list[str], metric: str) -> pd.DataFra
         final = run.iloc[-1]
         reached = run[(run["remaining"] - final["remaining"]).abs() < 1e-9]
         before = reached.iloc[0] if len(reached) > 1 else None
-        dense = run[run["remaining"] == 1]
+        dense = run[(run["remaining"] == 1) & (run["name"] == "dense")]  # trained dense only (at_init's level 0 is untrained)
         method = " ".join(str(final[k]) for k in ("criterion.name", "schedule.name") if k in final) or "all runs"
         rows.append({"curve": setup_label(final, by, method), "target": round(float(final["remaining"]), 3),
                      "seed": final["seed"], "remaining": final["remaining"], metric: final[metric],

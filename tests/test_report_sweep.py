@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY
+from pruneexp.errors import PruneexpError
 from pruneexp.report import JOB_LINK, choose_picture, find, load_levels, make_report, sweep_points
 from pruneexp.runner import run
 
@@ -100,15 +101,15 @@ def test_report_leaves_out_or_marks_unfinished_runs(make_cfg, tmp_path, cli):
     table = pd.read_csv(tmp_path / "a" / "table.csv")
     assert len(table) == 3 and (table["incomplete_runs"] == 0).all()
     assert "Left out, not complete: 1 run(s)" in (tmp_path / "a" / "table.md").read_text()
-    proc = cli("report", str(tmp_path / "results" / "default"), "--out", str(tmp_path / "b"), "--include-incomplete")
-    assert proc.returncode == 0, proc.stderr
+    marked = make_report([tmp_path / "results" / "default"], tmp_path / "b", incomplete="mark")  # --include-incomplete
+    assert marked.incomplete == [f"{other} (running)"]
     table = pd.read_csv(tmp_path / "b" / "table.csv")
     assert table["incomplete_runs"].tolist() == [0, 0, 0, 1]  # sparsity 0.5 (3 levels), then 0.8's one level
     assert "0 dense *" in (tmp_path / "b" / "table.md").read_text()
     # a failed run alone: nothing complete to report, said plainly
     (done / "summary.json").write_text(json.dumps({**summary, "status": "failed"}))
-    proc = cli("report", str(tmp_path / "results" / "default"), "--out", str(tmp_path / "c"))
-    assert proc.returncode == 2 and "No complete runs" in proc.stderr and "failed" in proc.stderr
+    with pytest.raises(PruneexpError, match=r"No complete runs.*failed"):
+        make_report([tmp_path / "results" / "default"], tmp_path / "c", incomplete="skip")
 
 
 def _levels(run_dir, remaining):
@@ -140,3 +141,16 @@ def test_mlflow_holds_one_run_per_sweep_job_named_by_its_overrides(sweep):
         levels = pd.read_csv(f"{r['tags.pruneexp.run_dir']}/levels.csv")
         assert r["params.sparsity"] == str(r["tags.mlflow.runName"].split()[0].split("=")[1])
         assert r["metrics.level_test_acc"] == pytest.approx(levels["test_acc"].iloc[-1])
+
+
+def test_sweep_points_take_the_dense_reference_only_from_a_trained_dense_level():
+    rows = []
+    for run_dir, names, remaining, accs in (("a", ("dense", "pruned", "finetuned"), (1.0, 0.5, 0.5), (0.97, 0.9, 0.96)),
+                                            ("b", ("init", "pruned", "trained"), (1.0, 0.1, 0.1), (0.1, 0.1, 0.8))):
+        rows += [dict(run_dir=run_dir, level=k, name=n, remaining=r, test_acc=a, seed=0, **{"schedule.name": run_dir})
+                 for k, (n, r, a) in enumerate(zip(names, remaining, accs))]
+    points = sweep_points(pd.DataFrame(rows), ["schedule.name"], "test_acc").set_index("curve")
+    assert points.loc["schedule=a", "dense_test_acc_mean"] == pytest.approx(0.97)
+    assert points.loc["schedule=a", "before_test_acc_mean"] == pytest.approx(0.9)
+    assert pd.isna(points.loc["schedule=b", "dense_test_acc_mean"])  # at_init's level 0 is untrained: no dense line
+    assert points.loc["schedule=b", "before_name"] == "pruned" and points.loc["schedule=b", "final_name"] == "trained"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import numbers as _numbers
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,7 +60,7 @@ def numbers(row: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float]:
     out = {}
     for key in keys:
         value = row.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        if isinstance(value, _numbers.Real) and not isinstance(value, bool) and value == value:  # numpy scalars too
             out[key] = float(value)
     return out
 
