@@ -15,7 +15,7 @@ from rich.console import Console
 
 from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS
 from pruneexp.data import load_data
-from pruneexp.loggers import check_installed, open_loggers
+from pruneexp.loggers import check_installed, open_loggers, selected
 from pruneexp.measure import count_layer_flops, effective_flops
 from pruneexp.measure.latency import join_latency
 from pruneexp.measure.levels import LevelTimer
@@ -102,6 +102,9 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         console.print(f"[green]Already complete[/green]: {directory} (delete it to run again)")
         print_levels(rows, title, console)
         print_latency(store.read_csv("latency.csv"), "latency (latency.csv)", console)
+        if selected(cfg):
+            console.print(f"Not logged to {', '.join(selected(cfg))}: the run was complete before this invocation "
+                          "(trackers record the invocation that computes a run; delete the run directory to run and log it again).")
         return RunOutcome(directory, rows, resumed_levels=len(rows))
 
     if cfg.hardware.threads:
