@@ -374,6 +374,7 @@ def latency_rows(runs: list[Path], levels: pd.DataFrame, by: list[str], metric: 
         keep = own[["level", "remaining", metric]].drop_duplicates("level")
         lat = lat.drop(columns=[c for c in ("remaining", metric) if c in lat]).merge(keep, on="level", how="inner")
         lat["curve"] = setup_label(own.iloc[0], by, "") if len(own) else ""
+        lat["run"] = run.name
         frames.append(lat)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import TINY
 from pruneexp.errors import PruneexpError
-from pruneexp.report import JOB_LINK, choose_picture, find, load_levels, make_report, sweep_points
+from pruneexp.report import JOB_LINK, choose_picture, find, latency_rows, load_levels, make_report, sweep_points
 from pruneexp.runner import run
 
 MLFLOW = importlib.util.find_spec("mlflow") is not None
@@ -76,6 +76,13 @@ def test_sweep_report_is_one_curve_sorted_named_and_fits_80_columns(sweep):
         assert len(finals) == 2 and p["seeds"] == 2
         assert p["test_acc_mean"] == pytest.approx(sum(f["test_acc"] for f in finals) / 2)
         assert p["before_name"] == "pruned" and p["final_name"] == "finetuned"
+    # the latency plots' data: latency.csv's timed rows, each with its level's weights remaining and accuracy
+    runs = find([folder]).runs
+    lat = latency_rows(runs, levels, [], "test_acc")
+    assert set(lat["status"]) == {"ok"} and len(lat) == sum((pd.read_csv(r / "latency.csv")["status"] == "ok").sum() for r in runs)
+    for _, row in lat.sample(5, random_state=0).iterrows():
+        own = pd.read_csv(f"{[r for r in runs if r.name == row['run']][0]}/levels.csv").set_index("level").loc[row["level"]]
+        assert row["remaining"] == pytest.approx(1 - own["sparsity"]) and row["test_acc"] == pytest.approx(own["test_acc"])
     for name in ("accuracy_vs_sparsity.png", "speedup_vs_sparsity.png", "accuracy_vs_speedup.png"):
         png = (root / "rep" / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, name
