@@ -19,9 +19,9 @@ commands:
   bench RUN_DIR [hardware=NAME] [hardware.KEY=VALUE ...]
                          time a finished run's saved levels on a hardware target (no retraining)
   list                   show every registered dataset, model, criterion, schedule and hardware target
-  report PATH... [--out DIR] [--metric M]
-                         aggregate runs (run folders, multirun folders) over seeds: table.csv, table.md,
-                         accuracy_vs_sparsity.png (in --out, default the first PATH)
+  report PATH... [--out DIR] [--metric M] [--x auto|sweep|levels] [--by KEY,...] [--include-incomplete]
+                         aggregate complete runs (run folders, multirun folders) over seeds: table.csv,
+                         table.md, accuracy_vs_sparsity.png, latency plots (in --out, default the first PATH)
   reproduce NAME [--fast] [--jobs N] [--report-only] [overrides]
                          run a paper reproduction (conf/experiment/NAME.yaml), report, check the paper's
                          claims; exit 1 if a claim fails (`pruneexp reproduce --help` lists the names).
@@ -56,9 +56,12 @@ def run_command(args: list[str]) -> None:
     def app(cfg: DictConfig) -> float | None:
         """One job: run the experiment; return the final level's validation accuracy (the value a
         Hydra sweeper such as Optuna maximises; selection never reads the test split)."""
-        from pruneexp.runner import run
+        from pruneexp.report import write_job_link
+        from pruneexp.runner import run, run_directory
+        from pruneexp.validate import typed_config
 
         try:
+            write_job_link(run_directory(typed_config(cfg)))  # a multirun folder leads to its runs (pruneexp report)
             outcome = run(cfg)
         except PruneexpError as err:
             fail(str(err))
@@ -86,7 +89,36 @@ def bench_command(args: list[str]) -> None:
     bench(Path(args[0]), args[1:], CONF_DIR)
 
 
+# The input a model is listed with: its usual dataset (MLPs and LeNet-5 on MNIST, conv nets on CIFAR-10).
+LIST_SHAPES = {"lenet_300_100": (1, 28, 28), "mlp": (1, 28, 28), "residual_mlp": (1, 28, 28), "lenet5": (1, 28, 28)}
+
+
+SCHEDULE_NOTES = {
+    "oneshot": "train, prune once to `sparsity`, fine-tune (Han et al. 2015); levels dense, pruned, finetuned",
+    "imp": "prune schedule.rate of the remaining weights per level; retrain: rewind, lr_rewind, finetune, reinit, random_mask (Frankle & Carbin 2019; Renda et al. 2020)",
+    "gmp": "sparsity raised along a cubic during training (Zhu & Gupta 2017); a level per update",
+    "at_init": "score the untrained network (SNIP, GraSP, SynFlow, ...), prune to `sparsity`, train the sparse network",
+}
+
+
+def model_note(name: str) -> str:
+    """'266,610 params (266,200 prunable) on (1, 28, 28), 10 classes' for a registered model."""
+    from pruneexp.models import create_model
+    from pruneexp.pruning.masks import prunable_weights
+
+    shape = LIST_SHAPES.get(name, (3, 32, 32))
+    try:
+        model = create_model(name, shape, 10)
+    except PruneexpError as err:
+        return str(err)
+    total = sum(p.numel() for p in model.parameters())
+    prunable = sum(p.numel() for p in prunable_weights(model).values())
+    return f"{total:,} params ({prunable:,} prunable) on input {shape}, 10 classes"
+
+
 def list_command() -> None:
+    """`pruneexp list`: every registered dataset (size, input shape), model (parameter count), criterion
+    (granularities), schedule and hardware target."""
     from pruneexp.data import DATASETS
     from pruneexp.models import MODELS, torchvision_model_names
     from pruneexp.pruning.criteria import CRITERIA, supported_granularities
@@ -97,35 +129,52 @@ def list_command() -> None:
     table.add_column("name")
     table.add_column("notes")
     for name in DATASETS:
-        table.add_row("dataset", name, "")
+        meta = DATASETS.meta(name)
+        table.add_row("dataset", name, f"{meta.get('size', '')}; input {meta.get('shape', '?')}, {meta.get('classes', '?')} classes")
     for name in MODELS:
-        table.add_row("model", name, "")
+        table.add_row("model", name, model_note(name))
     table.add_row("model", "torchvision", f"{len(torchvision_model_names())} torchvision classification models: model=torchvision model.name=resnet18")
     for name in CRITERIA:
         variants = "".join(f"; variant={v}: " + ", ".join(g) for v, g in CRITERIA.meta(name)["variants"].items())
         table.add_row("criterion", name, "granularities: " + ", ".join(supported_granularities(name)) + variants)
     for name in SCHEDULES:
-        table.add_row("schedule", name, "")
+        table.add_row("schedule", name, SCHEDULE_NOTES.get(name, ""))
     for path in sorted((CONF_DIR / "hardware").glob("*.yaml")):
-        table.add_row("hardware", path.stem, "")
+        table.add_row("hardware", path.stem, next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), ""))
+    for path in sorted((CONF_DIR / "logger").glob("*.yaml")):
+        table.add_row("logger", path.stem, next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), ""))
     Console().print(table)
 
 
 def report_command(args: list[str]) -> None:
+    """`pruneexp report PATH... [--out DIR] [--metric M] [--x auto|sweep|levels] [--by KEY,...] [--include-incomplete]`."""
     import argparse
 
-    from pruneexp.report import build_report, rich_table
+    from pruneexp.report import make_report, rich_table
 
     parser = argparse.ArgumentParser(prog="pruneexp report")
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--metric", default="test_acc", help="plotted: test_acc (final) or test_acc_at_best (early stop)")
+    parser.add_argument("--x", default="auto", choices=("auto", "sweep", "levels"),
+                        help="sweep: final level of each run across runs (a swept sparsity); levels: each run's levels (imp, gmp); auto: decided from the runs")
+    parser.add_argument("--by", default=None, help="comma-separated config keys that tell the curves apart, e.g. criterion.name,prune.scope")
+    parser.add_argument("--include-incomplete", action="store_true",
+                        help="include runs whose status is running, partial or failed (marked *); by default they are left out")
     opts = parser.parse_args(args)
     out = opts.out or opts.paths[0]
-    table = build_report(opts.paths, out, metric=opts.metric)
+    by = None if opts.by is None else [k.strip() for k in opts.by.split(",") if k.strip()]
+    report = make_report(opts.paths, out, metric=opts.metric, x=opts.x, by=by,
+                         incomplete="mark" if opts.include_incomplete else "skip")
     console = Console()
-    console.print(rich_table(table, f"{len(table)} rows from {', '.join(map(str, opts.paths))}"))
-    console.print(f"Wrote {out / 'table.csv'}, {out / 'table.md'}, {out / 'accuracy_vs_sparsity.png'}")
+    console.print(rich_table(report.table, f"{len(report.table)} rows from {len(report.runs)} runs ({report.picture} picture)"))
+    for line in report.skipped:
+        console.print(f"[yellow]left out, not complete[/yellow]: {line} (--include-incomplete to include it, marked *)", highlight=False, soft_wrap=True)
+    for line in report.incomplete:
+        console.print(f"[yellow]included, not complete (marked *)[/yellow]: {line}", highlight=False, soft_wrap=True)
+    for line in report.missing:
+        console.print(f"[yellow]no run yet[/yellow]: {line}", highlight=False, soft_wrap=True)
+    console.print("Wrote " + ", ".join(str(f) for f in report.files), highlight=False, soft_wrap=True)
 
 
 def reproduce_command(args: list[str]) -> None:

@@ -122,6 +122,42 @@ class HardwareConfig:
 
 
 @dataclass
+class CsvLoggerConfig:
+    """The run directory's own files (levels.csv, train_log.csv, ...): always written."""
+
+
+@dataclass
+class TensorBoardLoggerConfig:
+    log_dir: str = "${results_dir}/tensorboard"  # each run logs to <log_dir>/<experiment>/<run hash>
+
+
+@dataclass
+class MlflowLoggerConfig:
+    tracking_uri: str = ""  # "" = sqlite:///<results_dir>/mlflow.db (absolute): `mlflow ui --backend-store-uri` that, no server
+    experiment_name: str = "${experiment}"
+    log_artifacts: bool = True  # the run directory's files as artifacts at the end
+    log_checkpoints: bool = False  # ... including levels/level_NNN.pt
+
+
+@dataclass
+class WandbLoggerConfig:
+    project: str = "pruneexp"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline | online | disabled; offline needs no network (`wandb sync` uploads later)
+    dir: str = "${results_dir}"  # wandb writes <dir>/wandb/offline-run-*
+
+
+@dataclass
+class LoggerConfig:
+    """`logger=[csv,tensorboard,mlflow,wandb]` (conf/logger/): each one selected is a non-null node."""
+
+    csv: Optional[CsvLoggerConfig] = None
+    tensorboard: Optional[TensorBoardLoggerConfig] = None
+    mlflow: Optional[MlflowLoggerConfig] = None
+    wandb: Optional[WandbLoggerConfig] = None
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     # Typed by the chosen method's own schema (its YAML's `defaults: [<name>_schema]`).
@@ -129,6 +165,7 @@ class Config:
     criterion: Any = MISSING
     schedule: Any = MISSING
     hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # experiment trackers; not hashed
     prune: PruneConfig = field(default_factory=PruneConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     experiment: str = "default"
@@ -147,7 +184,7 @@ class Config:
 
 # Keys that do not change what a run computes; the run hash leaves them out.
 NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
-                   "dataset.download", "schedule.only_levels")
+                   "dataset.download", "schedule.only_levels", "logger")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 

@@ -1,39 +1,142 @@
 """`pruneexp report`: many runs (one run, a multirun folder, several folders) -> one accuracy-sparsity
-table over seeds (mean, std and count per setup and level) as table.csv and table.md, and
-accuracy_vs_sparsity.png (x: fraction of weights remaining on a log axis, as in the LTH figures).
-Knows records and files (config.yaml, levels.csv), never models."""
+table over seeds (mean, std and count per setup and level, sorted by setup and sparsity, levels
+named) as table.csv and table.md, and the figure that fits the runs:
+
+- a sparsity sweep of one-step runs (oneshot, at_init: each run reaches one sparsity): one curve per
+  method across the swept sparsities, accuracy of the final level against weights remaining (log)
+  and compression ratio, the level before fine-tuning dashed, the dense accuracy as a reference
+  (`sweep`, accuracy_vs_sparsity.png);
+- runs that walk through the sparsities themselves (imp, gmp): one line per setup through its
+  levels (`levels`, accuracy_vs_sparsity.png).
+With measured latency (latency.csv), also speedup_vs_sparsity.png and accuracy_vs_speedup.png.
+
+Runs that are not complete (summary.json status running, partial, failed) are marked or skipped,
+and the report says which. A Hydra multirun folder leads to its runs through the small link file
+(`pruneexp_run.json`) that each job writes into its job folder. Knows records and files
+(config.yaml, levels.csv, latency.csv, summary.json), never models."""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 import yaml
 
+from pruneexp import plots
 from pruneexp.config import NON_RESULT_KEYS
 from pruneexp.errors import PruneexpError
-from pruneexp.results.store import atomic_write, write_csv, write_text
+from pruneexp.results.store import write_csv, write_text
 
 # what is averaged over seeds, per (setup, level)
 METRICS = ("remaining", "test_acc", "test_acc_at_best", "val_acc", "best_val_acc", "best_step")
 IGNORED = set(NON_RESULT_KEYS) | {"seed"}
+JOB_LINK = "pruneexp_run.json"  # written by each job of a Hydra multirun into its job folder
+# trackers' folders under results/: MLflow's artifact copies of run files are not runs
+TRACKER_DIRS = {"mlartifacts", "mlruns", "wandb", "tensorboard"}
+PICTURES = ("auto", "sweep", "levels")
 
 
-def find_runs(paths: Iterable[Path | str]) -> list[Path]:
-    """Every run directory (one holding config.yaml and levels.csv) at or under `paths`."""
-    found: list[Path] = []
-    for path in map(Path, paths):
+def ignored(key: str) -> bool:
+    """Whether a flattened config key is left out of setups (seed, output and display keys, loggers)."""
+    return key in IGNORED or any(key.startswith(k + ".") for k in IGNORED)
+
+
+@dataclass
+class Found:
+    """The runs found under some paths, and what was found that is not a usable run."""
+
+    runs: list[Path] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # multirun jobs whose run directory holds no level yet
+
+
+def write_job_link(run_dir: Path) -> Path | None:
+    """In a Hydra multirun, write `pruneexp_run.json` into this job's folder (hydra.runtime.output_dir),
+    naming the job's run directory (relative to the job folder, and absolute), so that
+    `pruneexp report <sweep folder>` finds the sweep's runs. Outside a multirun: nothing."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        job_dir = Path(hc.runtime.output_dir)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    target = Path(run_dir).absolute()
+    link = {"run": os.path.relpath(target, job_dir.absolute()), "absolute": str(target),
+            "overrides": list(hc.overrides.task), "job": hc.job.num}
+    write_text(job_dir / JOB_LINK, json.dumps(link, indent=2) + "\n")
+    return job_dir / JOB_LINK
+
+
+def _follow(link: Path) -> Path:
+    data = json.loads(link.read_text())
+    relative = (link.parent / data["run"]).resolve()
+    return relative if relative.exists() else Path(data["absolute"])
+
+
+def find(paths: Iterable[Path | str]) -> Found:
+    """Every run directory (config.yaml and levels.csv) at or under `paths`, and those that multirun
+    job links under `paths` point to."""
+    paths = [Path(p) for p in paths]
+    found = Found()
+    seen: set[Path] = set()
+
+    def add(run: Path) -> None:
+        key = run.resolve()
+        if key not in seen and (run / "config.yaml").exists():
+            seen.add(key)
+            found.runs.append(run)
+
+    for path in paths:
         if not path.exists():
             raise PruneexpError(f"{path} does not exist: give run directories or folders that hold them (e.g. results/lth_lenet).")
-        hits = [path] if (path / "levels.csv").exists() else sorted(p.parent for p in path.rglob("levels.csv"))
-        found += [p for p in hits if (p / "config.yaml").exists() and p not in found]
-    if not found:
-        raise PruneexpError(f"No runs (directories with config.yaml and levels.csv) under {', '.join(map(str, paths))}.")
+        if (path / "levels.csv").exists():
+            add(path)
+            continue
+        for levels in sorted(path.rglob("levels.csv")):
+            if not TRACKER_DIRS & set(levels.relative_to(path).parts):
+                add(levels.parent)
+        for link in sorted(path.rglob(JOB_LINK), key=lambda p: (len(p.parts), _num(p.parent.name), str(p))):
+            target = _follow(link)
+            if (target / "levels.csv").exists():
+                add(target)
+            elif target.resolve() not in seen:
+                found.missing.append(f"{link.parent}: {target} holds no level (failed or skipped before its first level?)")
+    if not found.runs:
+        hint = " (a multirun folder leads to its runs through the pruneexp_run.json its jobs write; sweeps run before that was added hold none: report results/<experiment> instead)"
+        raise PruneexpError(f"No runs (directories with config.yaml and levels.csv) under {', '.join(map(str, paths))}.{hint}")
     return found
 
 
+def find_runs(paths: Iterable[Path | str]) -> list[Path]:
+    """Every run directory (one holding config.yaml and levels.csv) at or under `paths`, multirun job
+    links followed."""
+    return find(paths).runs
+
+
+def _num(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")
+
+
+def run_status(run: Path) -> str:
+    """summary.json's status (complete, running, partial, failed), 'unknown' without one."""
+    try:
+        return str(json.loads((run / "summary.json").read_text()).get("status", "unknown"))
+    except (OSError, ValueError):
+        return "unknown"
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as {dotted key: value}; lists and empty dicts become strings."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
@@ -44,110 +147,320 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_levels(runs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
-    """All level rows of `runs`, each with its run's config keys; and the keys that vary between
-    runs (seed and output settings aside), which define the setups."""
+    """All level rows of `runs`, each with its run's config keys, run name and status; and the keys
+    that vary between runs (seed and output settings aside), which define the setups."""
     frames, configs = [], []
     for run in runs:
         config = flatten(yaml.safe_load((run / "config.yaml").read_text()))
         levels = pd.read_csv(run / "levels.csv")
         levels["remaining"] = 1.0 - levels["sparsity"]
+        # a levels.csv column that is also a config key (sparsity: reached vs target) keeps its value as <name>_level
+        levels = levels.rename(columns={c: f"{c}_level" for c in levels.columns if c in config})
         levels["run"] = run.name
+        levels["run_dir"] = str(run)
+        levels["status"] = run_status(run)
         for key, value in config.items():
             levels[key] = value
         frames.append(levels)
         configs.append(config)
-    keys = sorted({k for c in configs for k in c} - IGNORED)
+    keys = sorted({k for c in configs for k in c if not ignored(k)})
     varying = [k for k in keys if len({str(c.get(k)) for c in configs}) > 1]
     return pd.concat(frames, ignore_index=True), varying
 
 
+def short_key(key: str) -> str:
+    """How a config key is shown in a setup label: schedule.retrain -> retrain, criterion.name -> criterion."""
+    if key.endswith(".name"):
+        return key[: -len(".name")]
+    return key.split(".")[-1] if key.startswith("schedule.") else key
+
+
 def setup_label(row: pd.Series | dict[str, Any], keys: list[str], default: str) -> str:
-    return ", ".join(f"{k.split('.')[-1] if k.startswith('schedule.') else k}={row[k]}" for k in keys) or default
+    """'key=value, ...' of the keys that define a setup; `default` when there are none."""
+    return ", ".join(f"{short_key(k)}={row[k]}" for k in keys) or default
+
+
+def _sort_value(value: Any) -> tuple[int, Any]:
+    try:
+        return (0, float(value))
+    except (TypeError, ValueError):
+        return (1, str(value))
 
 
 def aggregate(levels: pd.DataFrame, setup_keys: list[str]) -> pd.DataFrame:
-    """One row per (setup, level): mean and std over seeds of METRICS, and the seed count."""
+    """One row per (setup, level): mean and std over seeds of METRICS, the seed count and the count
+    of runs that are not complete; sorted by the setup keys (numbers as numbers) and level."""
     levels = levels.copy()
     default = str(levels["experiment"].iloc[0]) if "experiment" in levels else "runs"
     levels["setup"] = [setup_label(r, setup_keys, default) for _, r in levels.iterrows()]
+    if "status" not in levels:
+        levels["status"] = "complete"
+    levels["incomplete"] = levels["status"] != "complete"
     metrics = [m for m in METRICS if m in levels]
     group = ["setup", *setup_keys, "level", "name"]
-    stats = levels.groupby(group, sort=False, dropna=False)[metrics].agg(["mean", "std"])
+    grouped = levels.groupby(group, sort=False, dropna=False)
+    stats = grouped[metrics].agg(["mean", "std"])
     stats.columns = [f"{m}_{s}" for m, s in stats.columns]
-    stats["seeds"] = levels.groupby(group, sort=False, dropna=False)["seed"].nunique()
-    return stats.reset_index()
+    stats["seeds"] = grouped["seed"].nunique()
+    stats["incomplete_runs"] = grouped["incomplete"].sum().astype(int)
+    table = stats.reset_index()
+    order = sorted(range(len(table)), key=lambda i: ([_sort_value(table.at[i, k]) for k in setup_keys], int(table.at[i, "level"])))
+    return table.iloc[order].reset_index(drop=True)
 
 
-def mean_pm(row: pd.Series, metric: str, scale: float = 100.0, digits: int = 2) -> str:
-    """'mean ± std' of an aggregated metric (scaled, e.g. to %), '' where the row has none."""
+def mean_pm(row: pd.Series, metric: str, scale: float = 100.0, digits: int = 2, sep: str = " ± ") -> str:
+    """'mean ± std' of an aggregated metric (scaled, e.g. to %), '' where the row has none; the std is
+    left out where it is exactly 0 over several seeds of a quantity that does not vary (weights remaining)."""
     if f"{metric}_mean" not in row or pd.isna(row[f"{metric}_mean"]):
         return ""
     std = row[f"{metric}_std"]
-    return f"{row[f'{metric}_mean'] * scale:.{digits}f}" + ("" if pd.isna(std) else f" ± {std * scale:.{digits}f}")
+    return f"{row[f'{metric}_mean'] * scale:.{digits}f}" + ("" if pd.isna(std) else f"{sep}{std * scale:.{digits}f}")
 
 
-def markdown(table: pd.DataFrame, setup_keys: list[str]) -> str:
-    """The table as markdown: mean ± std (n) per metric, accuracies in %."""
-    head = ["setup", "level", "weights remaining %", "test acc %", "test acc at early stop %", "early-stop iteration", "seeds"]
+def _level(row: pd.Series) -> str:
+    return f"{row['level']} {row['name']}" + (" *" if row.get("incomplete_runs", 0) else "")
+
+
+def _columns(setup_keys: list[str], compact: bool) -> list[tuple[str, Any]]:
+    """(header, cell function) of the report table: markdown has one setup column, the console one
+    column per setup key (short headers, '±' without spaces) so that it reads at 80 columns."""
+    sep = "±" if compact else " ± "
+    if compact:
+        setup = [(short_key(k), lambda r, k=k: str(r[k])) for k in setup_keys] or [("setup", lambda r: str(r["setup"]))]
+    else:
+        setup = [("setup", lambda r: str(r["setup"]))]
+
+    def remaining(r: pd.Series) -> str:  # the same in every seed (masks hit their target): no ± 0.00
+        text = mean_pm(r, "remaining", digits=2, sep=sep)
+        return text.split(sep)[0] if not r.get("remaining_std") else text
+
+    return [*setup, ("level", _level),
+            ("remaining %" if compact else "weights remaining %", remaining),
+            ("test acc %", lambda r: mean_pm(r, "test_acc", sep=sep)),
+            ("at ES %" if compact else "test acc at early stop %", lambda r: mean_pm(r, "test_acc_at_best", sep=sep)),
+            ("ES it" if compact else "early-stop iteration", lambda r: mean_pm(r, "best_step", 1.0, 0, sep=sep)),
+            ("seeds", lambda r: str(r["seeds"]))]
+
+
+def table_cells(table: pd.DataFrame, setup_keys: list[str] | None = None, compact: bool = False,
+                drop_constant: bool = False) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers and cells of the report table. Empty columns are left out; with `drop_constant`, so are
+    columns equal in every row, returned as 'header: value' notes so that nothing is hidden."""
+    columns = _columns(list(setup_keys or []), compact)
+    cells = [[fn(r) for _, fn in columns] for _, r in table.iterrows()]
+    keep, notes = [], []
+    for j, (header, _) in enumerate(columns):
+        values = {row[j] for row in cells}
+        if values <= {""}:
+            continue
+        if drop_constant and len(values) == 1 and len(cells) > 1 and header not in ("level", "test acc %"):
+            notes.append(f"{header}: {values.pop()}")
+            continue
+        keep.append(j)
+    return [columns[j][0] for j in keep], [[row[j] for j in keep] for row in cells], notes
+
+
+def markdown(table: pd.DataFrame, setup_keys: list[str] | None = None, skipped: list[str] | None = None) -> str:
+    """The table as markdown: mean ± std per metric over seeds, accuracies in %, levels named, sorted by
+    setup and level; a level marked * includes runs that are not complete."""
+    head, cells, _ = table_cells(table, setup_keys)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table.iterrows():
-        lines.append("| " + " | ".join([r["setup"], str(r["level"]), mean_pm(r, "remaining", digits=1), mean_pm(r, "test_acc"),
-                                         mean_pm(r, "test_acc_at_best"), mean_pm(r, "best_step", 1.0, 0), str(r["seeds"])]) + " |")
-    return "\n".join(lines) + "\n"
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    foot = []
+    if "incomplete_runs" in table and table["incomplete_runs"].any():
+        foot.append("\\* includes runs that are not complete (summary.json status running, partial or failed).")
+    if skipped:
+        foot.append(f"Left out, not complete: {len(skipped)} run(s): " + "; ".join(skipped) + ".")
+    return "\n".join(lines) + "\n" + ("\n" + "\n\n".join(foot) + "\n" if foot else "")
 
 
-def plot(table: pd.DataFrame, path: Path, metric: str = "test_acc", title: str = "") -> None:
-    """Accuracy vs fraction of weights remaining (log x, decreasing to the right as in Frankle &
-    Carbin 2019), one line per setup, a band of ± one std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for setup, rows in table.groupby("setup", sort=False):
-        rows = rows.sort_values("remaining_mean", ascending=False)
-        x, y = rows["remaining_mean"] * 100, rows[f"{metric}_mean"] * 100
-        std = rows[f"{metric}_std"].fillna(0.0) * 100
-        ax.plot(x, y, marker="o", markersize=3, label=setup)
-        ax.fill_between(x, y - std, y + std, alpha=0.2)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
-    ax.set_ylabel({"test_acc": "test accuracy (%)", "test_acc_at_best": "test accuracy at early stop (%)"}.get(metric, metric))
-    ticks = sorted(set(round(v, 1) for v in table["remaining_mean"] * 100))
-    ax.set_xticks(ticks[:: max(1, len(ticks) // 8)])
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.minorticks_off()
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    seeds = int(table["seeds"].max())
-    ax.set_title(f"{title} (mean ± std over {seeds} seed{'s' if seeds > 1 else ''})".strip())
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
-
-
-def build_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc", title: str = "") -> pd.DataFrame:
-    """Aggregate the runs under `paths` and write table.csv, table.md and accuracy_vs_sparsity.png into `out`."""
-    levels, setup_keys = load_levels(find_runs(paths))
-    if f"{metric}_mean" not in [f"{m}_mean" for m in METRICS]:
-        raise PruneexpError(f"Unknown metric '{metric}'; known: {', '.join(METRICS)}.")
-    table = aggregate(levels, setup_keys)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "table.csv", table.to_dict("records"))
-    write_text(out / "table.md", markdown(table, setup_keys))
-    plot(table, out / "accuracy_vs_sparsity.png", metric, title or str(levels["experiment"].iloc[0]))
-    return table
-
-
-def rich_table(table: pd.DataFrame, title: str) -> Any:
+def rich_table(table: pd.DataFrame, title: str, setup_keys: list[str] | None = None, width: int | None = None) -> Any:
+    """The report table for the console: one column per setup key, columns equal in every row moved to
+    the caption, setup values wrapped rather than cut; where it still does not fit `width` (default:
+    the console's, 80 when not a terminal), the early-stop columns go (table.md keeps them).
+    `setup_keys` default: the setup columns of `table` (those between 'setup' and 'level')."""
+    from rich.console import Console
     from rich.table import Table
 
-    out = Table(title=title)
-    for col in ("setup", "level", "remaining %", "test acc %", "early-stop test acc %", "early-stop it", "seeds"):
-        out.add_column(col, justify="left" if col == "setup" else "right")
-    for _, r in table.iterrows():
-        out.add_row(r["setup"], str(r["level"]), mean_pm(r, "remaining", digits=1), mean_pm(r, "test_acc"),
-                    mean_pm(r, "test_acc_at_best"), mean_pm(r, "best_step", 1.0, 0), str(r["seeds"]))
+    if setup_keys is None:
+        cols = list(table.columns)
+        setup_keys = cols[cols.index("setup") + 1: cols.index("level")] if "setup" in cols and "level" in cols else []
+    width = width or Console().width
+    head, cells, notes = table_cells(table, setup_keys, compact=True, drop_constant=True)
+    setup_cols = {*[short_key(k) for k in setup_keys], "setup"}
+
+    def needed(head: list[str], cells: list[list[str]]) -> int:
+        widths = [min(14, max([len(h)] + [len(r[j]) for r in cells])) if h in setup_cols else max([len(h)] + [len(r[j]) for r in cells])
+                  for j, h in enumerate(head)]
+        return sum(widths) + 3 * len(head) + 1
+
+    dropped = []
+    for col in ("ES it", "at ES %", "seeds"):
+        if needed(head, cells) <= width or col not in head:
+            continue
+        j = head.index(col)
+        head, cells = head[:j] + head[j + 1:], [row[:j] + row[j + 1:] for row in cells]
+        dropped.append(col)
+    if dropped:
+        notes.append(f"not shown at this width: {', '.join(dropped)} (see table.md)")
+    if "ES it" in head or "at ES %" in head:
+        notes.append("ES: early stop (best validation accuracy); at ES %: test accuracy there")
+    out = Table(title=title, caption="; ".join(notes) or None, padding=(0, 1))
+    for j, col in enumerate(head):  # setup values fold (past 14 characters); level names and numbers stay whole
+        setup = col in setup_cols
+        min_width = min(14, max([len(col)] + [len(row[j]) for row in cells])) if setup else None
+        out.add_column(col, justify="left" if col == "level" or setup else "right", overflow="fold", no_wrap=not setup,
+                       min_width=min_width)
+    for row in cells:
+        out.add_row(*row)
     return out
+
+
+def choose_picture(levels: pd.DataFrame, setup_keys: list[str]) -> str:
+    """'levels' when a run walks through several sparsities (imp, gmp) or only one sparsity is
+    reached; 'sweep' when each run reaches one sparsity and the runs reach several (a swept oneshot
+    or at_init): the accuracy-vs-sparsity curve across runs."""
+    pruned = levels[levels["remaining"] < 1]
+    if pruned.empty:
+        return "levels"
+    per_run = pruned.groupby("run_dir")["remaining"].apply(lambda s: s.round(6).nunique())
+    if (per_run > 1).any():
+        return "levels"
+    finals = pruned.groupby("run_dir")["remaining"].min().round(3).nunique()
+    return "sweep" if finals > 1 else "levels"
+
+
+def sweep_points(levels: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """One row per (curve, swept sparsity): the final level's `metric` (mean and std over seeds), the
+    level before fine-tuning (the first level that reached the final sparsity, if it is another),
+    the dense level, and the seed count. `by`: the config keys that tell the curves apart."""
+    rows = []
+    for run_dir, run in levels.groupby("run_dir", sort=False):
+        run = run.sort_values("level")
+        final = run.iloc[-1]
+        reached = run[(run["remaining"] - final["remaining"]).abs() < 1e-9]
+        before = reached.iloc[0] if len(reached) > 1 else None
+        dense = run[(run["remaining"] == 1) & (run["name"] == "dense")]  # trained dense only (at_init's level 0 is untrained)
+        method = " ".join(str(final[k]) for k in ("criterion.name", "schedule.name") if k in final) or "all runs"
+        rows.append({"curve": setup_label(final, by, method), "target": round(float(final["remaining"]), 3),
+                     "seed": final["seed"], "remaining": final["remaining"], metric: final[metric],
+                     "final_name": final["name"], "before": None if before is None else before[metric],
+                     "before_name": None if before is None else before["name"],
+                     "dense": dense[metric].iloc[0] if len(dense) else None, "status": final.get("status", "complete")})
+    per_run = pd.DataFrame(rows)
+    per_run[["before", "dense"]] = per_run[["before", "dense"]].astype(float)
+    g = per_run.groupby(["curve", "target"], sort=False)
+    points = g.agg(remaining_mean=("remaining", "mean"), seeds=("seed", "nunique"), final_name=("final_name", "first"),
+                   before_name=("before_name", "first"))
+    points[f"{metric}_mean"], points[f"{metric}_std"] = g[metric].mean(), g[metric].std()
+    points[f"before_{metric}_mean"], points[f"before_{metric}_std"] = g["before"].mean(), g["before"].std()
+    points[f"dense_{metric}_mean"] = g["dense"].mean()
+    return points.reset_index()
+
+
+def latency_rows(runs: list[Path], levels: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """The timed (status ok) latency.csv rows of `runs`, joined with their level's weights remaining
+    and `metric`, and labelled by curve (`by`)."""
+    frames = []
+    for run in runs:
+        path = run / "latency.csv"
+        if not path.exists():
+            continue
+        lat = pd.read_csv(path)
+        lat = lat[lat["status"] == "ok"]
+        if lat.empty:
+            continue
+        own = levels[levels["run_dir"] == str(run)]
+        keep = own[["level", "remaining", metric]].drop_duplicates("level")
+        lat = lat.drop(columns=[c for c in ("remaining", metric) if c in lat]).merge(keep, on="level", how="inner")
+        lat["curve"] = setup_label(own.iloc[0], by, "") if len(own) else ""
+        lat["run"] = run.name
+        frames.append(lat)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def default_title(levels: pd.DataFrame) -> str:
+    """'<experiment>: <model> on <dataset>', each part only where all runs agree on it."""
+    def common(key: str) -> str | None:
+        values = set(levels[key].astype(str)) if key in levels else set()
+        return values.pop() if len(values) == 1 else None
+
+    model, dataset, experiment = common("model.name"), common("dataset.name"), common("experiment") or "runs"
+    return f"{experiment}: {model} on {dataset}" if model and dataset else experiment
+
+
+@dataclass
+class Report:
+    """What `build_report` wrote: the table, the picture chosen, the files, the runs used and left out."""
+
+    table: pd.DataFrame
+    picture: str
+    files: list[Path]
+    runs: list[Path]
+    skipped: list[str]
+    incomplete: list[str]
+    missing: list[str]
+
+
+def build_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc", title: str = "",
+                 x: str = "auto", by: list[str] | None = None, incomplete: str = "mark") -> pd.DataFrame:
+    """Aggregate the runs under `paths` and write table.csv, table.md, accuracy_vs_sparsity.png (and
+    the latency plots when runs timed their levels) into `out`; return the table. See `make_report`."""
+    return make_report(paths, out, metric, title, x, by, incomplete).table
+
+
+def make_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc", title: str = "",
+                x: str = "auto", by: list[str] | None = None, incomplete: str = "mark") -> Report:
+    """Aggregate the runs under `paths` into `out`.
+
+    `x`: 'auto' (decided from the runs, see `choose_picture`), 'sweep' (final level of each run across
+    runs) or 'levels' (each run's levels). `by`: config keys (dotted, as in config.yaml) whose values
+    tell the curves apart (default: every key that varies between runs, minus `sparsity` in a sweep).
+    `incomplete`: 'mark' keeps runs whose summary.json status is not complete and marks their rows
+    (table.csv column incomplete_runs, * in table.md), 'skip' leaves them out; both list them."""
+    if x not in PICTURES:
+        raise PruneexpError(f"Unknown --x '{x}'; known: {', '.join(PICTURES)}.")
+    if incomplete not in ("mark", "skip"):
+        raise PruneexpError(f"incomplete must be 'mark' or 'skip', not '{incomplete}'.")
+    if metric not in METRICS or metric in ("remaining", "best_step"):
+        raise PruneexpError(f"Unknown metric '{metric}'; known: {', '.join(m for m in METRICS if m not in ('remaining', 'best_step'))}.")
+    found = find(paths)
+    statuses = {run: run_status(run) for run in found.runs}
+    not_complete = [f"{run} ({status})" for run, status in statuses.items() if status != "complete"]
+    runs = [r for r in found.runs if incomplete == "mark" or statuses[r] == "complete"]
+    skipped = not_complete if incomplete == "skip" else []
+    if not runs:
+        raise PruneexpError(f"No complete runs under {', '.join(map(str, paths))}: {'; '.join(not_complete)}. "
+                            "Wait for them to finish, or include them marked (--include-incomplete).")
+    levels, setup_keys = load_levels(runs)
+    if metric not in levels:
+        raise PruneexpError(f"The runs have no '{metric}' column in levels.csv.")
+    if by is not None:
+        unknown = [k for k in by if k not in levels.columns]
+        if unknown:
+            raise PruneexpError(f"--by {', '.join(unknown)}: not a config key of these runs (use dotted keys as in config.yaml, e.g. criterion.name).")
+    table = aggregate(levels, setup_keys)
+    out.mkdir(parents=True, exist_ok=True)
+    title = title or default_title(levels)
+    picture = choose_picture(levels, setup_keys) if x == "auto" else x
+    files = [out / "table.csv", out / "table.md", out / "accuracy_vs_sparsity.png"]
+    write_csv(files[0], table.to_dict("records"))
+    write_text(files[1], markdown(table, setup_keys, skipped))
+    if picture == "sweep":
+        curve_keys = by if by is not None else [k for k in setup_keys if k != "sparsity"]
+        plots.save(plots.sweep_curves(sweep_points(levels, curve_keys, metric), metric, title), files[2])
+    else:
+        curve_keys = by if by is not None else setup_keys
+        curves = table if by is None else aggregate(levels, by)
+        plots.save(plots.level_curves(curves, metric, title), files[2])
+    lat = latency_rows(runs, levels, [k for k in setup_keys if k != "sparsity"] if by is None else by, metric)
+    if not lat.empty:
+        if lat["curve"].nunique() > 1:
+            lat["form"] = lat["curve"] + ": " + lat["form"]
+        pruned = lat[lat["remaining"] < 1.0]
+        if not pruned.empty:
+            files.append(out / "speedup_vs_sparsity.png")
+            plots.save(plots.speedup_curves(lat, title), files[-1])
+            files.append(out / "accuracy_vs_speedup.png")
+            plots.save(plots.accuracy_vs_speedup(lat, metric, title), files[-1])
+    return Report(table, picture, files, runs, skipped, [] if incomplete == "skip" else not_complete, found.missing)

@@ -20,6 +20,7 @@ from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS, hash_view
 from pruneexp.data import load_data
 from pruneexp.errors import PruneexpError
 from pruneexp.io import clean_temporaries
+from pruneexp.loggers import check_installed, open_loggers, selected
 from pruneexp.measure import count_layer_flops, effective_flops
 from pruneexp.measure.latency import join_latency
 from pruneexp.measure.levels import LevelTimer
@@ -216,6 +217,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
             raise
         console.print(f"[yellow]skipped[/yellow] (skip_unsupported=true): {err}")
         return RunOutcome(Path(cfg.results_dir), [], 0)
+    check_installed(cfg)  # a selected tracker that is not installed fails before any work
     directory = run_directory(cfg)
     with directory_lock(directory, f"the same run ({cfg.experiment})", console):
         return _run_locked(cfg, directory, console)
@@ -246,6 +248,9 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
             console.print(f"[green]Already complete[/green]: {directory} ({checked}; delete it to run again)")
             print_levels(rows, title, console)
             print_latency(store.read_csv("latency.csv"), "latency (latency.csv)", console)
+            if selected(cfg):
+                console.print(f"Not logged to {', '.join(selected(cfg))}: the run was complete before this invocation "
+                              "(trackers record the invocation that computes a run; delete the run directory to run and log it again).")
             return RunOutcome(directory, rows, resumed_levels=len(rows))
         console.print(f"[yellow]Recomputing[/yellow] {', '.join(missing)}: the run was complete but these files are missing.")
     else:
@@ -284,6 +289,7 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
     if previous_levels and not previous_log and "train_log.csv" in recorded:
         console.print("[yellow]warning[/yellow]: train_log.csv is gone; the training log of the restored levels is lost "
                       "(delete the run directory to recompute it).")
+    loggers = open_loggers(cfg, directory)  # logger=tensorboard,mlflow,wandb (csv: the files below)
 
     rows: list[dict[str, Any]] = []
     layers: list[dict[str, Any]] = []
@@ -320,6 +326,7 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
                     state["model"] = {k: v.detach().cpu() for k, v in level.model.state_dict().items()}
                 store.save_level(level.level, state)
                 wrote(store.level_name(level.level))
+            loggers.log_level(row, [r for r in ctx.train_log if r["level"] == level.level])
             if not level.flush:  # a burst of levels reached at once (gmp's updates): tables after its last
                 continue
             store.write_levels(merged(rows, previous_levels, reached))
@@ -338,12 +345,17 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
             wrote("levels_latency.csv")
     except BaseException as err:
         _mark_failed(store, {**_summary(cfg, directory, rows, "failed", started, device), **extra()}, err)
+        try:  # no tracker run left RUNNING; a tracker's own failure must not hide the run's error
+            loggers.finish("failed" if isinstance(err, Exception) else "interrupted", rows)
+        except Exception as tracker_err:  # noqa: BLE001
+            console.print(f"[yellow]warning[/yellow]: closing the trackers failed too: {tracker_err}")
         raise
     finally:
         for files in shared:
             files.release()
     status = "partial" if _left_out(cfg, rows) else "complete"
     store.write_summary({**_summary(cfg, directory, rows, status, started, device, data.input_shape, data.num_classes), **extra()})
+    loggers.finish(status, rows)
     print_levels(rows, title, console)
     print_latency(timer.rows, "latency (latency.csv)", console)
     console.print(f"Results: {directory}")

@@ -32,6 +32,9 @@ def test_hash_ignores_output_paths_and_display(make_cfg):
     b = OmegaConf.to_container(make_cfg("results_dir=/elsewhere", "quiet=true", "dataset.root=/data/x",
                                         "dataset.cache_dir=/c", "dataset.download=false"), resolve=True)
     assert run_hash(a, NON_RESULT_KEYS) == run_hash(b, NON_RESULT_KEYS)
+    # experiment trackers do not change results either
+    c = OmegaConf.to_container(make_cfg("logger=[csv,tensorboard,mlflow,wandb]"), resolve=True)
+    assert c["logger"]["mlflow"] is not None and run_hash(a, NON_RESULT_KEYS) == run_hash(c, NON_RESULT_KEYS)
 
 
 def test_hash_changes_with_every_hyperparameter(make_cfg):
@@ -39,7 +42,7 @@ def test_hash_changes_with_every_hyperparameter(make_cfg):
     reference = run_hash(base, NON_RESULT_KEYS)
     checked = 0
     for key, value in leaves(base):
-        if key in NON_RESULT_KEYS:
+        if key in NON_RESULT_KEYS or any(key.startswith(k + ".") for k in NON_RESULT_KEYS):
             continue
         tree = OmegaConf.create(base)
         OmegaConf.update(tree, key, changed(value), merge=False)

@@ -47,7 +47,7 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return bunch.data, bunch.target.astype(np.int64)
 
 
-@DATASETS.register("digits")
+@DATASETS.register("digits", shape=(1, 8, 8), classes=10, size="1,797 images, no official test split (test_size held out)")
 def load_digits(cfg: Any) -> RawData:
     data, target = _digits_arrays()
     x = torch.from_numpy(data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
@@ -92,7 +92,7 @@ def mnist1d_cache_file(cfg: Any) -> Path:
     return _abspath(cfg.cache_dir) / f"mnist1d-{digest}.pt"
 
 
-@DATASETS.register("mnist1d")
+@DATASETS.register("mnist1d", shape=(40,), classes=10, size="4,000 train / 1,000 test, generated locally (Greydanus 2020)")
 def load_mnist1d(cfg: Any) -> RawData:
     args, digest = _mnist1d_args()
     cache_dir = _abspath(cfg.cache_dir)
@@ -116,7 +116,7 @@ def load_mnist1d(cfg: Any) -> RawData:
 # synthetic: seeded Gaussian inputs labelled by a fixed random linear teacher
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register("synthetic", shape="dataset.shape (default [1, 8, 8])", classes="dataset.num_classes (default 10)", size="dataset.train_size + val_size + test_size, generated")
 def load_synthetic(cfg: Any) -> RawData:
     """cfg.train_size + cfg.val_size + cfg.test_size examples of shape cfg.shape, so that the
     training split has exactly cfg.train_size. Labels = argmax of a random linear map of the
@@ -243,7 +243,7 @@ def _labels(targets: Any) -> torch.Tensor:
     return torch.as_tensor(targets, dtype=torch.int64)
 
 
-def _register_torchvision(name: str, cls_name: str, folder: str, num_classes: int, shape: tuple[int, ...]) -> None:
+def _register_torchvision(name: str, cls_name: str, folder: str, num_classes: int, shape: tuple[int, ...], size: str) -> None:
     def loader(cfg: Any) -> RawData:
         import torchvision.datasets as tvd
 
@@ -254,10 +254,10 @@ def _register_torchvision(name: str, cls_name: str, folder: str, num_classes: in
 
     loader.__name__ = f"load_{name}"
     loader.__doc__ = f"torchvision.datasets.{cls_name} from <cfg.root>/{folder} (read only)."
-    DATASETS.register(name)(loader)
+    DATASETS.register(name, shape=shape, classes=num_classes, size=size)(loader)
 
 
-_register_torchvision("mnist", "MNIST", "MNIST/raw", 10, (1, 28, 28))
-_register_torchvision("fashion_mnist", "FashionMNIST", "FashionMNIST/raw", 10, (1, 28, 28))
-_register_torchvision("cifar10", "CIFAR10", "cifar-10-batches-py", 10, (3, 32, 32))
-_register_torchvision("cifar100", "CIFAR100", "cifar-100-python", 100, (3, 32, 32))
+_register_torchvision("mnist", "MNIST", "MNIST/raw", 10, (1, 28, 28), "60,000 train / 10,000 test")
+_register_torchvision("fashion_mnist", "FashionMNIST", "FashionMNIST/raw", 10, (1, 28, 28), "60,000 train / 10,000 test")
+_register_torchvision("cifar10", "CIFAR10", "cifar-10-batches-py", 10, (3, 32, 32), "50,000 train / 10,000 test")
+_register_torchvision("cifar100", "CIFAR100", "cifar-100-python", 100, (3, 32, 32), "50,000 train / 10,000 test")

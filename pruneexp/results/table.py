@@ -31,6 +31,7 @@ LATENCY_COLUMNS = (
 
 
 def level_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """levels.csv rows as a rich table."""
     table = Table(title=title)
     for _, header, _ in COLUMNS:
         table.add_column(header, justify="right")
@@ -40,19 +41,38 @@ def level_table(rows: list[dict[str, Any]], title: str) -> Table:
 
 
 def print_levels(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
+    """Print the level table."""
     (console or Console()).print(level_table(rows, title))
 
 
 def print_latency(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
-    """latency.csv as a table; a form that did not run shows its status (n/a, mismatch, error)."""
+    """The forms that ran (status ok) of latency.csv as a table, then one line per other status with
+    its forms and reason (mismatch and error named in full; `not applicable` counted), so that the
+    console stays short: latency.csv keeps every row with its reason."""
     if not rows:
         return
-    table = Table(title=title)
-    for _, header, _ in LATENCY_COLUMNS:
-        table.add_column(header, justify="right")
+    console = console or Console()
+    ran = [r for r in rows if r.get("status") == "ok"]
+    if ran:
+        table = Table(title=title)
+        for key, header, _ in LATENCY_COLUMNS:
+            if key != "status":
+                table.add_column(header, justify="right")
+        for row in ran:
+            table.add_row(*(_cell(row.get(key), fmt) for key, _, fmt in LATENCY_COLUMNS if key != "status"))
+        console.print(table)
+    others: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        table.add_row(*(_cell(row.get(key), fmt) for key, _, fmt in LATENCY_COLUMNS))
-    (console or Console()).print(table)
+        if row.get("status") != "ok":
+            others.setdefault(str(row.get("status")), []).append(row)
+    for status, group in others.items():
+        forms = sorted({str(r.get("form")) for r in group})
+        if status == "not applicable":
+            console.print(f"not timed ({status}): {', '.join(forms)} ({len(group)} rows; reasons in latency.csv)", highlight=False)
+        else:
+            for r in group:
+                console.print(f"[yellow]{status}[/yellow]: level {r.get('level')} {r.get('form')} batch {r.get('batch_size')}: "
+                              f"{r.get('detail', '')}", highlight=False)
 
 
 def _cell(value: Any, fmt: str) -> str:
