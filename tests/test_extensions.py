@@ -69,3 +69,13 @@ def test_vit_flops_count_every_projection_and_the_attention_scores():
                             "blocks.0.self_attn.out_proj.weight": 2 * t * d * d, "blocks.0.linear1.weight": 2 * t * d * 2 * d,
                             "blocks.0.linear2.weight": 2 * t * 2 * d * d, "head.weight": 2 * d * 10}
     assert f.total == sum(f.per_weight.values()) + 4 * 4 * t * t * (d // 4)
+
+
+def test_wanda_on_a_conv_reads_the_unfolded_patches():
+    conv = nn.Conv2d(2, 3, 2, bias=False, padding=(0, 0))
+    x = torch.randn(4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    ctx = ScoreContext(model=conv, params=dict(conv.named_parameters()), masks=MaskSet.dense({"weight": conv.weight}),
+                       batches=lambda: iter([(x, None)]), loss_fn=None, cfg=criterion_config("wanda"))
+    s = score("wanda", ctx).scores["weight"]
+    cols = torch.nn.functional.unfold(x, 2).transpose(1, 2).reshape(-1, 8).double()  # 4 images x 4 positions, 8 entries
+    assert torch.allclose(s, conv.weight.detach().abs().double() * cols.norm(dim=0).view(1, 2, 2, 2))

@@ -7,8 +7,10 @@ import contextlib
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pruneexp.errors import PruneexpError
 from pruneexp.pruning.channels import following_batchnorm
 from pruneexp.pruning.masks import owner_name
 from pruneexp.pruning.criteria import ScoreContext
@@ -131,3 +133,43 @@ def greedy_redundancy(similarity: Tensor) -> Tensor:
         remaining[i] = False
         sim[:, i] = float("-inf")  # similarity to a removed unit no longer counts
     return score
+
+
+def layer_inputs(layer: nn.Module, x: Tensor) -> Tensor:
+    """The layer's input as rows [samples, fan_in] of its matrix product with weight.view(out, -1):
+    x itself for a Linear, the unfolded patches (im2col, F.unfold) for a Conv2d."""
+    if isinstance(layer, nn.Linear):
+        return x.reshape(-1, x.shape[-1])
+    if isinstance(layer, nn.Conv2d) and layer.groups == 1 and isinstance(layer.padding, tuple):
+        cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    raise PruneexpError(f"this criterion reads layer inputs of Linear and (ungrouped, explicitly padded) Conv2d layers, not "
+                        f"{type(layer).__name__}; exclude it with prune.exclude.")
+
+
+def each_layer_input(ctx: ScoreContext, consume: Callable[[str, Tensor], None]) -> None:
+    """Run the scoring (calibration) batches through the model in scoring mode, without gradients,
+    and hand every prunable layer's input rows (`layer_inputs`) to `consume(weight name, rows)` as
+    they pass. The layer-wise statistics of OBS (X^T X) and Wanda (||X_j||) are built on it."""
+    layers = modules_by_weight(ctx.model, list(ctx.params))
+    seen = dict.fromkeys(ctx.params, 0)
+
+    def hook(n: str) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
+        def take(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            rows = layer_inputs(module, args[0].detach())
+            seen[n] += len(rows)
+            consume(n, rows)
+        return take
+
+    handles = [layers[n].register_forward_pre_hook(hook(n)) for n in ctx.params]
+    try:
+        with scoring_mode(ctx.model), torch.no_grad():
+            for x, _ in ctx.batches():
+                ctx.model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    unseen = [n for n, k in seen.items() if not k]
+    if unseen:
+        raise PruneexpError(f"no input reached {', '.join(unseen)} during scoring (a module applied functionally, e.g. "
+                            "MultiheadAttention's out_proj, or no scoring batch); exclude it with prune.exclude.")

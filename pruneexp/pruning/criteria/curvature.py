@@ -12,7 +12,7 @@ from torch.func import functional_call, grad, vmap
 from pruneexp.config import CriterionConfig
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.criteria import ScoreContext, Scored, Scores, register_criterion
-from pruneexp.pruning.criteria.common import batch_gradients, hvps, modules_by_weight, scoring_mode
+from pruneexp.pruning.criteria.common import batch_gradients, each_layer_input, hvps, modules_by_weight, scoring_mode
 from pruneexp.pruning.masks import MaskSet
 
 
@@ -91,39 +91,18 @@ def obd(ctx: ScoreContext) -> Scores:
     return {n: 0.5 * c for n, c in fisher_curvature(ctx).items()}
 
 
-def layer_inputs(layer: nn.Module, x: Tensor) -> Tensor:
-    """The layer's input as rows [samples, fan_in] of its matrix product: x itself for a Linear,
-    the unfolded patches (im2col, F.unfold) for a Conv2d."""
-    if isinstance(layer, nn.Linear):
-        return x.reshape(-1, x.shape[-1])
-    if isinstance(layer, nn.Conv2d) and layer.groups == 1 and isinstance(layer.padding, tuple):
-        cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    raise PruneexpError(f"criterion obs handles Linear and (ungrouped, explicitly padded) Conv2d layers, not {layer}.")
-
-
 def layer_hessians(ctx: ScoreContext, damping: float) -> dict[str, Tensor]:
     """H = X^T X / N + damping * mean(diag) * I per prunable layer, X its inputs over the scoring
     batches (the Hessian of the layer's squared output error; Frantar & Alistarh 2022)."""
-    layers = modules_by_weight(ctx.model, list(ctx.params))
     sums = {n: torch.zeros(p[0].numel(), p[0].numel(), dtype=torch.float64, device=p.device) for n, p in ctx.params.items()}
     counts = dict.fromkeys(ctx.params, 0)
 
-    def hook(n):
-        def accumulate(module, args):
-            rows = layer_inputs(module, args[0].detach()).double()
-            sums[n].addmm_(rows.T, rows)
-            counts[n] += len(rows)
-        return accumulate
+    def accumulate(n: str, rows: Tensor) -> None:
+        rows = rows.double()
+        sums[n].addmm_(rows.T, rows)
+        counts[n] += len(rows)
 
-    handles = [layers[n].register_forward_pre_hook(hook(n)) for n in ctx.params]
-    try:
-        with scoring_mode(ctx.model), torch.no_grad():
-            for x, _ in ctx.batches():
-                ctx.model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    each_layer_input(ctx, accumulate)
     out = {}
     for n, s in sums.items():
         h = s / counts[n]
