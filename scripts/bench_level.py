@@ -38,12 +38,15 @@ from pruneexp.runner import run
 from pruneexp.train.optim import make_optimizer
 
 
+EXTRA: list[str] = []  # --set KEY=VALUE overrides, e.g. train.optimizer_impl=fused
+
+
 def compose_cfg(results: str, iters: int):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=[
             "experiment=lth_lenet", f"results_dir={results}", "quiet=true", "save_checkpoints=false", "share_dense=false",
-            "hardware=cpu_1thread", "hardware.levels=none", "schedule.levels=1", f"train.duration={iters}it"])
+            "hardware=cpu_1thread", "hardware.levels=none", "schedule.levels=1", f"train.duration={iters}it", *EXTRA])
 
 
 def pruneexp_ms(iters: int) -> float:
@@ -135,8 +138,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=None, help="another checkout whose runner is timed the same way")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for pruneexp and the hand-written loop (not the baseline), e.g. train.optimizer_impl=fused")
     parser.add_argument("--runner-only", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    EXTRA.extend(opts.set)
     torch.set_num_threads(1)
     if opts.runner_only:
         print(f"{pruneexp_ms(opts.iters):.4f}")
@@ -150,7 +156,7 @@ def main() -> None:
         hand.append(hand_ms(opts.iters))
         floor.append(floor_ms())
     o, h, f = (statistics.median(v) for v in (ours, hand, floor))
-    print(f"one lth_lenet level, {opts.iters} iterations, 1 thread, median of {opts.repeats}")
+    print(f"one lth_lenet level, {opts.iters} iterations, 1 thread, median of {opts.repeats}" + (f"; {' '.join(opts.set)}" if opts.set else ""))
     print(f"  pruneexp runner    {o:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in ours)})")
     print(f"  hand-written loop  {h:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in hand)})")
     print(f"  FLOP floor         {f:6.3f} ms/it   (matrix products only)")
