@@ -18,6 +18,8 @@ from pruneexp.results.store import atomic_write, write_csv, write_text
 # what is averaged over seeds, per (setup, level)
 METRICS = ("remaining", "test_acc", "test_acc_at_best", "val_acc", "best_val_acc", "best_step")
 IGNORED = set(NON_RESULT_KEYS) | {"seed"}
+# text a schedule records per level (e.g. dst's live architecture): the distinct values over seeds, joined
+TEXT = ("live_units",)
 
 
 def find_runs(paths: Iterable[Path | str]) -> list[Path]:
@@ -75,6 +77,9 @@ def aggregate(levels: pd.DataFrame, setup_keys: list[str]) -> pd.DataFrame:
     stats = levels.groupby(group, sort=False, dropna=False)[metrics].agg(["mean", "std"])
     stats.columns = [f"{m}_{s}" for m, s in stats.columns]
     stats["seeds"] = levels.groupby(group, sort=False, dropna=False)["seed"].nunique()
+    for col in (c for c in TEXT if c in levels):
+        stats[col] = levels.groupby(group, sort=False, dropna=False)[col].agg(
+            lambda v: " / ".join(dict.fromkeys(str(x) for x in v if isinstance(x, str) and x)))
     return stats.reset_index()
 
 
