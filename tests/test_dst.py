@@ -185,3 +185,31 @@ def test_rigl_vs_static_checks_pass_or_say_not_reproduced_with_numbers():
     rows[0]["remaining_mean"] = 0.06
     off = REPRODUCTIONS.get("rigl_vs_static").check(pd.DataFrame(rows))
     assert not passed(off) and "mnist/rigl/95: 94.00 %" in off[-3].ours
+
+
+def test_the_loop_hands_before_step_the_dense_gradient_and_skips_the_step_on_request():
+    """Masks are re-applied to weights, not gradients: in before_step a masked (zero) weight has a
+    gradient; the gradients are still in p.grad in after_step; returning True skips the step."""
+    model, data = toy_model(), toy_data()
+    masks = sparse_masks(model, 0.7)
+    seen = {}
+
+    class Probe(DynamicSparse):
+        def before_step(self, model, step, masks, optimizer):
+            p = dict(model.named_parameters())["0.weight"]
+            if step == 3:
+                seen["masked_grad"] = float(p.grad[~masks["0.weight"]].abs().sum())
+                seen["masked_weight"] = float(p.detach()[~masks["0.weight"]].abs().sum())
+                seen["before"] = p.detach().clone()
+                return True
+            return False
+
+        def after_step(self, model, step, masks, optimizer):
+            if step == 3:
+                p = dict(model.named_parameters())["0.weight"]
+                seen["grad_kept"] = p.grad is not None
+                seen["unchanged"] = torch.equal(p.detach(), seen["before"])
+
+    train(model, data, masks, cfg(duration="8it"), seed=0, quiet=True, sparsifier=Probe(opts(), 100, 100, 0))
+    assert seen["masked_weight"] == 0 and seen["masked_grad"] > 0
+    assert seen["grad_kept"] and seen["unchanged"]  # step 3's optimizer step was skipped

@@ -48,6 +48,7 @@ class Reproduction:
     fast: list[str] = field(default_factory=list)  # overrides of the cut-down variant (CI)
     fast_seeds: tuple[int, ...] = (0,)
     fast_setups: dict[str, list[str]] | None = None  # the fast variant's setups, where they differ (None: `setups`)
+    plot: Callable[[pd.DataFrame, Path], None] | None = None  # a figure of its own beside the report's (table, folder)
     metric: str = "test_acc_at_best"  # what the plot shows
     ci: bool = False  # CI runs the fast variant (`pruneexp reproduce --ci`, `make reproduce-fast`)
 
@@ -130,6 +131,8 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
     out = Path(cfg.results_dir) / "reproductions" / (name + ("_fast" if fast else ""))
     table = build_report(runs, out, metric=spec.metric, title=f"{name}{' (fast)' if fast else ''}")
     console.print(rich_table(table, f"{name}: {spec.paper}"))
+    if spec.plot is not None:
+        spec.plot(table, out)
     checks = spec.check(table)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     write_checks(checks, out, f"{name}{' --fast' if fast else ''}: {spec.paper}", wall, cpu, fast, spec, coverage, report_only)
