@@ -169,7 +169,7 @@ def test_rigl_vs_static_checks_pass_or_say_not_reproduced_with_numbers():
     acc = {("rigl", 0.95): 0.97, ("set", 0.95): 0.96, ("static", 0.95): 0.95, ("prune_ft", 0.95): 0.974,
            ("rigl", 0.98): 0.93, ("set", 0.98): 0.94, ("static", 0.98): 0.92, ("prune_ft", 0.98): 0.94}
     name = {"rigl": ("dst", "rigl"), "set": ("dst", "set"), "static": ("at_init", None), "prune_ft": ("oneshot", None)}
-    rows = [dict(setup=f"mnist/{m}/{round(100 * s)}", level=1, remaining_mean=1 - s, test_acc_mean=a, seeds=3,
+    rows = [dict(setup=f"mnist/{m}/{round(100 * s)}", level=1, name="finetuned" if m == "prune_ft" else "trained", remaining_mean=1 - s, test_acc_mean=a, seeds=3,
                  **{"schedule.name": name[m][0], "schedule.method": name[m][1]}, live_units="408-100-69-10" if m == "rigl" else "")
             for (m, s), a in acc.items()]
     checks = REPRODUCTIONS.get("rigl_vs_static").check(pd.DataFrame(rows))

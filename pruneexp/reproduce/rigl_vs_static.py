@@ -29,6 +29,7 @@ STEPS = 11_000  # 20 epochs of 550 batches of 100 (55 000 training examples afte
 FAST_STEPS = 2_000
 ORDERED_AT = (0.95, 0.98)
 WITHIN = 0.005  # 0.5 accuracy points
+FINAL_LEVELS = ("trained", "finetuned")  # dst and at_init end "trained", oneshot "finetuned"
 
 
 def method_overrides(method: str, steps: int) -> list[str]:
@@ -62,7 +63,9 @@ def method_of(row: pd.Series) -> str:
 
 
 def finals(table: pd.DataFrame) -> pd.DataFrame:
-    """The last level of every setup, labelled by dataset, method and target sparsity."""
+    """The trained level of every setup that has one (a run stopped before the end holds only its
+    untrained levels and is left out), labelled by dataset, method and target sparsity."""
+    table = table[table["name"].isin(FINAL_LEVELS)]
     last = table.loc[table.groupby("setup", sort=False)["level"].idxmax()].copy()
     last["method"] = [method_of(r) for _, r in last.iterrows()]
     last["data"] = last["dataset.name"] if "dataset.name" in last else "mnist"
