@@ -8,8 +8,9 @@ W' = W ⊙ M(S), and the mask's gradient passes straight through (straight-throu
 - hard (`variant=hard`): M(S) = Top_v(S), the (1 - s_t) fraction of largest scores of each layer,
   s_t following Zhu & Gupta's cubic from `initial_sparsity` at `start` to `sparsity` at `end`
   (the schedule `gmp` uses);
-- soft (`variant=soft`): M(S) = 1(S > τ), with `penalty` λ · mean σ(S) added to the loss
-  (Sanh's L1 on the scores' sigmoid); the sparsity is what the threshold leaves.
+- soft (`variant=soft`): M(S) = 1(σ(S) > τ), with `penalty` λ · mean σ(S) added to the loss
+  (Sanh's L1 on the scores' sigmoid); the sparsity is what the threshold leaves (τ is fixed here;
+  the paper moves it along the cubic, not implemented).
 
 The layers are reparameterised (torch.nn.utils.parametrize) for the training and folded back to
 plain weights W ⊙ M plus a MaskSet at the end, so measure, shrink, bench and report see a plain
@@ -43,7 +44,7 @@ class MovementConfig(ScheduleConfig):
     start: str = "0it"
     end: str = "10ep"
     initial_sparsity: float = 0.0
-    threshold: float = 0.0  # soft: tau
+    threshold: float = 0.1  # soft: tau on sigmoid(S) (scores start at 0: sigmoid 0.5, all kept)
     penalty: float = 0.0  # soft: lambda of lambda * mean sigmoid(S)
     frozen_weights: bool = False
 
@@ -60,7 +61,7 @@ class ScoredMask(nn.Module):
         s = self.scores.detach()
         if self.state["variant"] == "hard":
             return top_k_mask(s.flatten(), n_to_keep(s.numel(), self.state["sparsity"])).view_as(s)
-        return s > self.state["threshold"]
+        return torch.sigmoid(s) > self.state["threshold"]  # Sanh's code thresholds the scores' sigmoid
 
     def forward(self, w: Tensor) -> Tensor:
         m = self.mask().to(w.dtype)
