@@ -92,7 +92,7 @@ def check(table: pd.DataFrame) -> list[Check]:
             checks.append(Check(claim=f"{data}, {100 * s:.0f} % sparsity: RigL >= SET >= static ERK mask (final test acc)",
                                 paper="RigL > SET > static (Evci 2020, Fig. 2)",
                                 ours=("" if ok else "not reproduced: ") + f"RigL {pct(a[0])}, SET {pct(a[1])}, static {pct(a[2])} "
-                                     f"({int(rows[0]['seeds'])} seed(s))",
+                                     f"(seeds: {', '.join(str(int(r['seeds'])) for r in rows)})",
                                 tolerance="means compared as they are, no margin", passed=True if ok else None,
                                 reproduced=None if ok else False))
         for s in sorted({t for d, m, t in at if d == data and m == "rigl"}):
@@ -102,7 +102,8 @@ def check(table: pd.DataFrame) -> list[Check]:
             ok = float(rigl[acc]) >= float(pft[acc]) - WITHIN
             checks.append(Check(claim=f"{data}, {100 * s:.0f} %: RigL within 0.5 points of one-shot magnitude pruning + fine-tuning",
                                 paper="RigL matches or beats pruning at equal steps",
-                                ours=("" if ok else "not reproduced: ") + f"RigL {pct(rigl[acc])}, prune+FT {pct(pft[acc])}",
+                                ours=("" if ok else "not reproduced: ") + f"RigL {pct(rigl[acc])}, prune+FT {pct(pft[acc])} "
+                                     f"(seeds: {int(rigl['seeds'])}, {int(pft['seeds'])})",
                                 tolerance="RigL >= prune+FT - 0.5 points", passed=True if ok else None,
                                 reproduced=None if ok else False))
     target = {r["setup"]: float(r["setup"].rsplit("/", 1)[-1]) / 100 if r["setup"].count("/") == 2 else math.nan
