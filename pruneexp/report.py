@@ -38,6 +38,8 @@ JOB_LINK = "pruneexp_run.json"  # written by each job of a Hydra multirun into i
 # trackers' folders under results/: MLflow's artifact copies of run files are not runs
 TRACKER_DIRS = {"mlartifacts", "mlruns", "wandb", "tensorboard"}
 PICTURES = ("auto", "sweep", "levels")
+# text a schedule records per level (e.g. dst's live architecture): the distinct values over seeds, joined
+TEXT = ("live_units",)
 
 
 def ignored(key: str) -> bool:
@@ -203,6 +205,8 @@ def aggregate(levels: pd.DataFrame, setup_keys: list[str]) -> pd.DataFrame:
     stats.columns = [f"{m}_{s}" for m, s in stats.columns]
     stats["seeds"] = grouped["seed"].nunique()
     stats["incomplete_runs"] = grouped["incomplete"].sum().astype(int)
+    for col in (c for c in TEXT if c in levels):  # text per level (dst's live units): the distinct values, joined
+        stats[col] = grouped[col].agg(lambda v: " / ".join(dict.fromkeys(str(x) for x in v if isinstance(x, str) and x)))
     table = stats.reset_index()
     order = sorted(range(len(table)), key=lambda i: ([_sort_value(table.at[i, k]) for k in setup_keys], int(table.at[i, "level"])))
     return table.iloc[order].reset_index(drop=True)

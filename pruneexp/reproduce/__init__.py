@@ -26,13 +26,16 @@ CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 
 @dataclass
 class Check:
-    """One claim of the paper, our number, and the verdict (None: reported without a verdict)."""
+    """One claim of the paper, our number, and the verdict (None: reported without a verdict).
+    `reproduced=False` with `passed=None`: a faithful attempt whose numbers do not bear the claim
+    out, reported as "not reproduced" with the numbers; not a failure of the code, so CI passes."""
 
     claim: str
     paper: str
     ours: str
     tolerance: str
     passed: bool | None
+    reproduced: bool | None = None
 
 
 @dataclass
@@ -44,6 +47,8 @@ class Reproduction:
     check: Callable[[pd.DataFrame], list[Check]]
     fast: list[str] = field(default_factory=list)  # overrides of the cut-down variant (CI)
     fast_seeds: tuple[int, ...] = (0,)
+    fast_setups: dict[str, list[str]] | None = None  # the fast variant's setups, where they differ (None: `setups`)
+    plot: Callable[[pd.DataFrame, Path], None] | None = None  # a figure of its own beside the report's (table, folder)
     metric: str = "test_acc_at_best"  # what the plot shows
     ci: bool = False  # CI runs the fast variant (`pruneexp reproduce --ci`, `make reproduce-fast`)
 
@@ -104,7 +109,7 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
     spec = REPRODUCTIONS.get(name)
     started, cpu = time.perf_counter(), time.process_time()
     runs, coverage = [], []
-    for label, setup in spec.setups.items():
+    for label, setup in (spec.fast_setups if fast and spec.fast_setups else spec.setups).items():
         todo = [(seed, run_overrides(spec, setup, seed, fast, extra or [])) for seed in (spec.fast_seeds if fast else spec.seeds)]
         if not report_only:
             console.print(f"[bold]{name}[/bold]{' --fast' if fast else ''}: {label}, seeds {', '.join(str(s) for s, _ in todo)}"
@@ -126,6 +131,8 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
     out = Path(cfg.results_dir) / "reproductions" / (name + ("_fast" if fast else ""))
     table = build_report(runs, out, metric=spec.metric, title=f"{name}{' (fast)' if fast else ''}")
     console.print(rich_table(table, f"{name}: {spec.paper}"))
+    if spec.plot is not None:
+        spec.plot(table, out)
     checks = spec.check(table)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     write_checks(checks, out, f"{name}{' --fast' if fast else ''}: {spec.paper}", wall, cpu, fast, spec, coverage, report_only)
@@ -137,7 +144,9 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
 
 
 def verdict(check: Check) -> str:
-    return "report" if check.passed is None else ("PASS" if check.passed else "FAIL")
+    if check.passed is None:
+        return "not reproduced" if check.reproduced is False else "report"
+    return "PASS" if check.passed else "FAIL"
 
 
 def checks_table(checks: list[Check], title: str) -> Table:
@@ -157,8 +166,11 @@ def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, cpu_
     command = f"pruneexp reproduce {spec.name}{' --fast' if fast else ''}{' --report-only' if report_only else ''}"
     timing = ("report only: the runs were computed beforehand" if report_only else
               f"wall time {wall_s / 60:.1f} min ({cpu_s / 60:.1f} min of CPU time in this process, {torch.get_num_threads()} thread(s))")
-    lines = [f"# {title}", "", f"Command: `{command}`; setups: {', '.join(spec.setups)}; seeds: {', '.join(map(str, seeds))}; {timing}.",
-             *([f"Fast variant overrides: `{' '.join(spec.fast)}`."] if fast else []), "",
+    setups = spec.fast_setups if fast and spec.fast_setups else spec.setups
+    lines = [f"# {title}", "", f"Command: `{command}`; setups: {', '.join(setups)}; seeds: {', '.join(map(str, seeds))}; {timing}.",
+             *([f"Fast variant overrides: `{' '.join(spec.fast)}`."] if fast and spec.fast else []),
+             *([f"Fast variant setups (pruneexp/reproduce/{spec.name}.py): "
+                + "; ".join(f"{k}: `{' '.join(v)}`" for k, v in setups.items()) + "."] if fast and spec.fast_setups else []), "",
              "| claim | paper | ours | tolerance | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {c.claim} | {c.paper} | {c.ours} | {c.tolerance} | {verdict(c)} |" for c in checks]
     if coverage:

@@ -114,7 +114,9 @@ def train(
     """Train `model` on `data` for `cfg.duration` with the optimizer and LR schedule of `cfg`:
 
         loss = task.loss(model(x), y) + sparsifier.penalty(model, step)
-        optimizer.step(); sparsifier.after_step(model, step, masks, optimizer); masks re-applied
+        loss.backward()
+        if not sparsifier.before_step(model, step, masks, optimizer): optimizer.step()
+        sparsifier.after_step(model, step, masks, optimizer); masks re-applied
 
     Starts from `state` when given (resume or rewind) and stops at step `stop` (default: the end of
     the duration); captures a TrainState at each step in `snapshot_at`. Every `cfg.eval_every` and
@@ -165,7 +167,8 @@ def train(
             loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        if sparsifier is None or not sparsifier.before_step(model, step, masks, optimizer):
+            optimizer.step()  # skipped when the sparsifier's update takes its place (RigL)
         if sparsifier is not None:
             sparsifier.after_step(model, step, masks, optimizer)
         reapply_masks()

@@ -2,7 +2,9 @@
 training"). The training loop calls, at every step,
 
     loss = task.loss(model(x), y) + sparsifier.penalty(model, step)
-    optimizer.step()
+    loss.backward()
+    if not sparsifier.before_step(model, step, masks, optimizer):   # the gradients are in p.grad
+        optimizer.step()
     sparsifier.after_step(model, step, masks, optimizer)    # may edit masks, weights, optimizer state
     masks re-applied
 
@@ -27,6 +29,12 @@ class Sparsifier:
     def penalty(self, model: nn.Module, step: int) -> Tensor | None:
         """A term added to the task loss at `step` (None: nothing added)."""
         return None
+
+    def before_step(self, model: nn.Module, step: int, masks: MaskSet, optimizer: torch.optim.Optimizer) -> bool:
+        """Called after `loss.backward()` of `step`, before the optimizer step, with the step's
+        gradients in `p.grad` (dense: masked weights are zero, their gradients are not). Return True
+        to skip this step's optimizer step (RigL: a mask update takes the place of the gradient step)."""
+        return False
 
     def after_step(self, model: nn.Module, step: int, masks: MaskSet, optimizer: torch.optim.Optimizer) -> None:
         """Called after the optimizer step of `step` (0-based), before the masks are re-applied."""
