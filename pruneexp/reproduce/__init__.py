@@ -46,6 +46,8 @@ class Reproduction:
     fast_seeds: tuple[int, ...] = (0,)
     metric: str = "test_acc_at_best"  # what the plot shows
     ci: bool = False  # CI runs the fast variant (`pruneexp reproduce --ci`, `make reproduce-fast`)
+    # claims read from the run directories themselves (e.g. latency.csv), beside those on the table
+    check_runs: Callable[[list[Path]], list[Check]] | None = None
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
@@ -126,7 +128,7 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
     out = Path(cfg.results_dir) / "reproductions" / (name + ("_fast" if fast else ""))
     table = build_report(runs, out, metric=spec.metric, title=f"{name}{' (fast)' if fast else ''}")
     console.print(rich_table(table, f"{name}: {spec.paper}"))
-    checks = spec.check(table)
+    checks = spec.check(table) + (spec.check_runs(runs) if spec.check_runs is not None else [])
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     write_checks(checks, out, f"{name}{' --fast' if fast else ''}: {spec.paper}", wall, cpu, fast, spec, coverage, report_only)
     console.print(checks_table(checks, f"{name}{' --fast' if fast else ''}: claims of {spec.paper}"))
