@@ -5,7 +5,9 @@ further to `regularizer.target_sparsity` if asked (target mode), fine-tune if
 
 The penalty is added to the loss (`regularizer.update=subgradient`, the reference codes of
 Scardapane et al. 2017 and Wen et al. 2016: never exact zeros, hence the threshold) or applied as a
-proximal step after each optimizer step (`update=proximal`: exact zeros). Groups are the output
+proximal step after each optimizer step (`update=proximal`: exact zeros). A method that
+reparameterises layers (`regularizer=sparse_vd`) wraps the prunable layers before training and
+folds them back to plain layers plus the MaskSet after it, so levels are measured like any other. Groups are the output
 units at `prune.granularity=channel` (the classifier's units excepted), single weights at `weight`.
 With `regularizer=none` it is the unregularized control (the same training, nothing thresholded).
 """
@@ -24,6 +26,7 @@ from pruneexp.regularizers.base import PenaltySparsifier, make_groups
 from pruneexp.schedules import SCHEDULES
 from pruneexp.schedules.context import Level, RunContext
 from pruneexp.train import steps_per_epoch
+from pruneexp.train.durations import check as check_duration
 from pruneexp.train.durations import to_steps
 
 
@@ -57,7 +60,16 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
     masks = ctx.dense_masks(model)
     penalty = REGULARIZERS.get(r.name)(r)
     frozen = ctx.channel_frozen(model) if cfg.prune.granularity == "channel" else ()
-    sparsifier = PenaltySparsifier(penalty, make_groups(model, ctx.prunable(model), penalty.grouped, frozen), r["update"])
+    reparameterises = REGULARIZERS.meta(r.name).get("reparameterises", False)
+    if reparameterises:  # wraps the prunable layers now, folds them back to plain layers + masks after training
+        sparsifier = penalty
+        spe = steps_per_epoch(ctx.data, cfg.train.batch_size)
+        try:
+            sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), to_steps(r.kl_warmup, spe))
+        except TypeError as err:
+            raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of Linear layers (lenet_300_100, mlp).") from err
+    else:
+        sparsifier = PenaltySparsifier(penalty, make_groups(model, ctx.prunable(model), penalty.grouped, frozen), r["update"])
 
     def with_units(level: Level) -> Level:
         level.metrics.setdefault("units_alive", units_alive(model, level.masks, frozen))
@@ -67,6 +79,10 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
         result = ctx.train(model, masks, ctx.train_cfg(), "regularized", 0, sparsifier=sparsifier)
         if r.name == "none":
             return masks, result
+        if reparameterises:
+            new = sparsifier.fold(model, masks)
+            new.apply_(model)
+            return new, None  # evaluated folded (it equals the trained model in deterministic mode)
         new = sparsifier.threshold_masks(masks, float(r.threshold))
         if cfg.prune.granularity == "channel":
             new = with_channel_footprint(model, new)
@@ -108,9 +124,14 @@ def check_regularizer(cfg: Any) -> None:
         raise PruneexpError(f"regularizer={r.name} cannot be used with prune.granularity={cfg.prune.granularity}: {what}.")
     if r["update"] not in ("subgradient", "proximal"):
         raise PruneexpError(f"Unknown regularizer.update '{r['update']}'; known: subgradient, proximal.")
+    if meta.get("reparameterises") and r["update"] != "subgradient":
+        raise PruneexpError(f"regularizer={r.name} trains its KL term in the loss: regularizer.update=subgradient "
+                            f"(a proximal step does not apply to it).")
     if r.strength < 0 or r.threshold < 0:
         raise PruneexpError(f"regularizer.strength ({r.strength}) and regularizer.threshold ({r.threshold}) must be >= 0.")
     if r.target_sparsity is not None and not 0.0 <= r.target_sparsity < 1.0:
         raise PruneexpError(f"regularizer.target_sparsity={r.target_sparsity} is outside [0, 1).")
+    if "kl_warmup" in r:
+        check_duration(r.kl_warmup)
     if "l1_ratio" in r and not 0.0 <= r.l1_ratio <= 1.0:
         raise PruneexpError(f"regularizer.l1_ratio={r.l1_ratio} is outside [0, 1].")
