@@ -106,7 +106,8 @@ class SparseVD(Sparsifier):
         self.layers: dict[str, LinearSVD] = {}
         self.n_train, self.warmup_steps, self.weight_now = 1, 1, 0.0
 
-    def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, warmup_steps: int) -> None:
+    def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, warmup_steps: int,
+             frozen: tuple[str, ...] = ()) -> None:
         for name in prunable:
             layer = model.get_submodule(owner_name(name))
             if not isinstance(layer, nn.Linear):

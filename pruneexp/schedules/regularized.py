@@ -65,7 +65,7 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
         sparsifier = penalty
         spe = steps_per_epoch(ctx.data, cfg.train.batch_size)
         try:
-            sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), to_steps(r.kl_warmup, spe))
+            sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), to_steps(r.get("kl_warmup", "0it"), spe), frozen)
         except TypeError as err:
             raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of Linear layers (lenet_300_100, mlp).") from err
     else:
@@ -81,6 +81,8 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
             return masks, result
         if reparameterises:
             new = sparsifier.fold(model, masks)
+            if cfg.prune.granularity == "channel":
+                new = with_channel_footprint(model, new)
             new.apply_(model)
             return new, None  # evaluated folded (it equals the trained model in deterministic mode)
         new = sparsifier.threshold_masks(masks, float(r.threshold))
@@ -127,6 +129,15 @@ def check_regularizer(cfg: Any) -> None:
     if meta.get("reparameterises") and r["update"] != "subgradient":
         raise PruneexpError(f"regularizer={r.name} trains its KL term in the loss: regularizer.update=subgradient "
                             f"(a proximal step does not apply to it).")
+    if "granularity" in r:  # l0's gates: on weights or input features (prune.granularity=weight), on units (channel)
+        if r.granularity not in ("weight", "channel", "input"):
+            raise PruneexpError(f"Unknown regularizer.granularity '{r.granularity}'; known: weight, channel, input.")
+        need = "channel" if r.granularity == "channel" else "weight"
+        if cfg.prune.granularity != need:
+            raise PruneexpError(f"regularizer={r.name} with gates on {r.granularity} needs prune.granularity={need} "
+                                f"(got {cfg.prune.granularity}).")
+    if "init_drop" in r and not 0.0 < r.init_drop < 1.0:
+        raise PruneexpError(f"regularizer.init_drop={r.init_drop} is outside (0, 1).")
     if r.strength < 0 or r.threshold < 0:
         raise PruneexpError(f"regularizer.strength ({r.strength}) and regularizer.threshold ({r.threshold}) must be >= 0.")
     if r.target_sparsity is not None and not 0.0 <= r.target_sparsity < 1.0:
