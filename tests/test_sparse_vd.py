@@ -86,3 +86,22 @@ def test_sparse_vd_refuses_proximal(make_cfg):
 
     with pytest.raises(PruneexpError, match="subgradient"):
         validate(make_cfg("schedule=regularized", "regularizer=sparse_vd", "regularizer.update=proximal"))
+
+
+def test_sparse_vd_run_resumes_after_the_fold(make_cfg):
+    """An interrupted run restores its folded level 0 into the plain model and fine-tunes from it."""
+    import json
+
+    from pruneexp.runner import run
+
+    overrides = ("schedule=regularized", "regularizer=sparse_vd", "train.duration=3ep", "regularizer.kl_warmup=1ep",
+                 "schedule.finetune.duration=1ep", "train.optimizer=adam", "train.lr=0.003", "train.weight_decay=0",
+                 "quiet=true", "hardware.levels=none")
+    first = run(make_cfg(*overrides))
+    (first.directory / "levels" / "level_001.pt").unlink()
+    summary = json.loads((first.directory / "summary.json").read_text())
+    (first.directory / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    again = run(make_cfg(*overrides))
+    assert again.resumed_levels == 1
+    assert again.levels[0]["sparsity"] == first.levels[0]["sparsity"]
+    assert abs(again.levels[1]["test_acc"] - first.levels[1]["test_acc"]) < 1e-9

@@ -63,11 +63,12 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
     reparameterises = REGULARIZERS.meta(r.name).get("reparameterises", False)
     if reparameterises:  # wraps the prunable layers now, folds them back to plain layers + masks after training
         sparsifier = penalty
-        spe = steps_per_epoch(ctx.data, cfg.train.batch_size)
-        try:
-            sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), to_steps(r.get("kl_warmup", "0it"), spe), frozen)
-        except TypeError as err:
-            raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of Linear layers (lenet_300_100, mlp).") from err
+        if not ctx.finished(0):  # (a resumed run loads its folded level 0 into the plain model instead)
+            spe = steps_per_epoch(ctx.data, cfg.train.batch_size)
+            try:
+                sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), to_steps(r.get("kl_warmup", "0it"), spe), frozen)
+            except TypeError as err:
+                raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of Linear layers (lenet_300_100, mlp).") from err
     else:
         sparsifier = PenaltySparsifier(penalty, make_groups(model, ctx.prunable(model), penalty.grouped, frozen), r["update"])
 
