@@ -122,6 +122,7 @@ def list_command() -> None:
     from pruneexp.data import DATASETS
     from pruneexp.models import MODELS, torchvision_model_names
     from pruneexp.pruning.criteria import CRITERIA, supported_granularities
+    from pruneexp.regularizers import REGULARIZERS
     from pruneexp.schedules import SCHEDULES
 
     table = Table(title="pruneexp registry")
@@ -139,6 +140,9 @@ def list_command() -> None:
         table.add_row("criterion", name, "granularities: " + ", ".join(supported_granularities(name)) + variants)
     for name in SCHEDULES:
         table.add_row("schedule", name, SCHEDULE_NOTES.get(name, ""))
+    for name in REGULARIZERS:
+        table.add_row("regularizer", name, "granularities: " + ", ".join(REGULARIZERS.meta(name)["granularities"])
+                      + ("" if name == "none" else "; with schedule=regularized"))
     for path in sorted((CONF_DIR / "hardware").glob("*.yaml")):
         table.add_row("hardware", path.stem, next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), ""))
     for path in sorted((CONF_DIR / "logger").glob("*.yaml")):

@@ -105,6 +105,21 @@ class ScheduleConfig:
 
 
 @dataclass
+class RegularizerConfig:
+    """Keys every regularizer takes (`regularizer=` group, pruneexp/regularizers/); a method with
+    options registers a subclass beside its code. `none` (the default) is left out of the run hash."""
+
+    name: str = "none"
+    strength: float = 1.0e-4  # λ
+    update: str = "proximal"  # subgradient (added to the loss) | proximal (a prox step after the optimizer step)
+    # At the end of training: weights with |w| <= threshold (units with ‖w_g‖₂ <= threshold) are pruned.
+    threshold: float = 1.0e-3
+    # Target mode: after thresholding, the selector prunes on to this sparsity (null: off); the
+    # sparsity the penalty alone reached is the level before it.
+    target_sparsity: Optional[float] = None
+
+
+@dataclass
 class HardwareConfig:
     name: str = MISSING
     device: str = "cpu"  # cpu | cuda | cuda:N
@@ -164,6 +179,8 @@ class Config:
     model: Any = MISSING
     criterion: Any = MISSING
     schedule: Any = MISSING
+    # sparsity from the loss (schedule=regularized); `none` leaves the run hash as it was
+    regularizer: Any = field(default_factory=RegularizerConfig)
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # experiment trackers; not hashed
     prune: PruneConfig = field(default_factory=PruneConfig)
@@ -189,7 +206,7 @@ NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "s
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 
 
-BASE_SCHEMAS = {"model": ModelConfig, "criterion": CriterionConfig, "schedule": ScheduleConfig}
+BASE_SCHEMAS = {"model": ModelConfig, "criterion": CriterionConfig, "schedule": ScheduleConfig, "regularizer": RegularizerConfig}
 
 # The keys every model, criterion and schedule node had before each method owned its schema (one
 # shared dataclass per group, all of whose keys were hashed), with their values then. The run hash
@@ -209,6 +226,9 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 # runs did before they existed: at that value a key is left out of the hash (so finished runs keep
 # their names); any other value enters it.
 HASH_NEUTRAL = {"train.optimizer_impl": "foreach"}
+# Groups added since runs were first hashed whose whole node is left out of the hash while its name
+# is this value (runs without a regularizer keep their names).
+HASH_NEUTRAL_GROUPS = {"regularizer": "none"}
 
 
 def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -222,6 +242,9 @@ def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
         group, leaf = key.split(".")
         if isinstance(out.get(group), dict) and out[group].get(leaf) == neutral:
             out[group] = {k: v for k, v in out[group].items() if k != leaf}
+    for group, neutral in HASH_NEUTRAL_GROUPS.items():
+        if isinstance(out.get(group), dict) and out[group].get("name") == neutral:
+            del out[group]
     return out
 
 
@@ -230,11 +253,12 @@ def register_configs() -> None:
     in the method's group, which its YAML names first in its defaults (Hydra's schema pattern)."""
     from pruneexp.models import MODELS
     from pruneexp.pruning.criteria import CRITERIA
+    from pruneexp.regularizers import REGULARIZERS
     from pruneexp.schedules import SCHEDULES
 
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES)):
+    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES), ("regularizer", REGULARIZERS)):
         base = BASE_SCHEMAS[group]
         cs.store(group=group, name="schema", node=base)
         for name in registry:

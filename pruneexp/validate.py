@@ -18,7 +18,9 @@ from pruneexp.models import MODELS
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
 from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
 from pruneexp.pruning.select import SCOPES
+from pruneexp.regularizers import REGULARIZERS
 from pruneexp.schedules import SCHEDULES, check_schedule
+from pruneexp.schedules.regularized import check_regularizer
 from pruneexp.train.durations import check as check_duration
 from pruneexp.train.durations import to_steps
 from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZER_IMPLS, OPTIMIZERS
@@ -62,7 +64,9 @@ def typed_config(cfg: Any) -> Any:
     `criterion.name=obd` on top of magnitude, gets the named method's options; one that carries
     options the named method does not have is refused, naming them."""
     cfg = cfg.copy()
-    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES)):
+    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES), ("regularizer", REGULARIZERS)):
+        if group not in cfg:  # a config composed without the group (regularizer): its default
+            continue
         node = cfg[group]
         if group == "model" and node.get("source", "pruneexp") != "pruneexp":
             continue
@@ -85,8 +89,10 @@ def validate(cfg: Any) -> None:
         MODELS.get(cfg.model.name)
     CRITERIA.get(cfg.criterion.name)
     SCHEDULES.get(cfg.schedule.name)
+    REGULARIZERS.get(cfg.regularizer.name)
     cfg = typed_config(cfg)
     check_schedule(cfg)
+    check_regularizer(cfg)
     if not 0.0 <= cfg.sparsity < 1.0:
         raise PruneexpError(f"sparsity={cfg.sparsity} is outside [0, 1): it is the fraction of prunable weights removed, e.g. sparsity=0.9.")
     p = cfg.prune

@@ -1,0 +1,142 @@
+"""`regularizer=l0`: L0 regularisation with hard-concrete gates (Louizos, Welling & Kingma 2018,
+"Learning Sparse Neural Networks through L0 Regularization").
+
+Every prunable Linear layer gets gates z, on its weights, its output units or its input features
+(`regularizer.granularity=weight|channel|input`), each z = min(1, max(0, s̄)) with
+
+    u ~ U(0, 1),  s = σ((log u − log(1 − u) + log α) / β),  s̄ = s (ζ − γ) + γ,
+
+β = 2/3, (γ, ζ) = (−0.1, 1.1): a stretched, clamped binary concrete that puts mass on exactly 0 and
+1. The loss is the task loss + λ Σ_j P(z_j ≠ 0) / N with the closed form
+
+    P(z_j ≠ 0) = 1 − Q(s̄_j <= 0) = σ(log α_j − β log(−γ / ζ))
+
+(the expected L0 norm; λ = `strength`, N the training-set size). One gate sample per minibatch.
+At test time ẑ = min(1, max(0, σ(log α)(ζ − γ) + γ)) (the paper's rule); the layers fold back to
+nn.Linear with weights W·ẑ (and, for unit gates, biases b·ẑ) and a MaskSet that is False where
+ẑ = 0, so the folded model equals the gated one in deterministic mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pruneexp.config import RegularizerConfig
+from pruneexp.pruning.masks import MaskSet, owner_name
+from pruneexp.regularizers import REGULARIZERS
+from pruneexp.regularizers.sparse_vd import _set_module
+from pruneexp.train.sparsifier import Sparsifier
+
+BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
+GATES = ("weight", "channel", "input")
+
+
+@dataclass
+class L0Config(RegularizerConfig):
+    update: str = "subgradient"  # the expected L0 is part of the loss
+    strength: float = 0.1  # λ (the penalty is λ Σ P(z != 0) / N)
+    granularity: str = "weight"  # weight | channel | input: what a gate switches off
+    init_drop: float = 0.5  # initial P(gate closed) (log α = log((1 - p) / p))
+
+
+def prob_nonzero(log_alpha: Tensor) -> Tensor:
+    """P(z != 0) = σ(log α − β log(−γ/ζ)) (the expected L0 norm per gate)."""
+    return torch.sigmoid(log_alpha - BETA * math.log(-GAMMA / ZETA))
+
+
+def sample_gates(log_alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One hard-concrete sample per gate."""
+    u = torch.rand(log_alpha.shape, generator=generator, device=log_alpha.device).clamp(1e-6, 1 - 1e-6)
+    s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / BETA)
+    return torch.clamp(s * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def test_gates(log_alpha: Tensor) -> Tensor:
+    """The paper's test-time gates ẑ = min(1, max(0, σ(log α)(ζ − γ) + γ))."""
+    return torch.clamp(torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+class LinearL0(nn.Module):
+    def __init__(self, linear: nn.Linear, gates: str, init_drop: float):
+        super().__init__()
+        self.in_features, self.out_features, self.gates = linear.in_features, linear.out_features, gates
+        self.weight = nn.Parameter(linear.weight.detach().clone())
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+        shape = {"weight": self.weight.shape, "channel": (self.out_features,), "input": (self.in_features,)}[gates]
+        self.log_alpha = nn.Parameter(torch.full(shape, math.log((1 - init_drop) / init_drop)))
+
+    def _effective(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.gates == "weight":
+            return self.weight * z, self.bias
+        if self.gates == "channel":
+            return self.weight * z[:, None], None if self.bias is None else self.bias * z
+        return self.weight * z[None, :], self.bias
+
+    def gate_values(self) -> Tensor:
+        return sample_gates(self.log_alpha) if self.training else test_gates(self.log_alpha)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w, b = self._effective(self.gate_values())
+        return F.linear(x, w, b)
+
+    def fold(self) -> tuple[nn.Linear, Tensor]:
+        z = test_gates(self.log_alpha).detach()
+        w, b = self._effective(z)
+        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None).to(self.weight.device)
+        with torch.no_grad():
+            out.weight.copy_(w)
+            if b is not None:
+                out.bias.copy_(b)
+        open_ = z > 0
+        keep = {"weight": open_, "channel": open_[:, None], "input": open_[None, :]}[self.gates].expand_as(self.weight).clone()
+        return out, keep
+
+
+@REGULARIZERS.register("l0", config=L0Config, granularities=("weight", "channel"), reparameterises=True)
+class L0(Sparsifier):
+    grouped = False
+    elementwise = True
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.strength = float(cfg.strength)
+        self.layers: dict[str, LinearL0] = {}
+        self.n_train = 1
+
+    def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, warmup_steps: int = 0,
+             frozen: tuple[str, ...] = ()) -> None:
+        for name in prunable:
+            if name in frozen:  # the classifier's units are the classes: no unit gates there
+                continue
+            layer = model.get_submodule(owner_name(name))
+            if not isinstance(layer, nn.Linear):
+                raise TypeError(f"l0 wraps Linear layers only; {owner_name(name)} is {type(layer).__name__}")
+            gated = LinearL0(layer, str(self.cfg.granularity), float(self.cfg.init_drop))
+            _set_module(model, owner_name(name), gated)
+            self.layers[name] = gated
+        self.n_train = n_train
+
+    def expected_l0(self) -> Tensor:
+        return sum(prob_nonzero(layer.log_alpha).sum() for layer in self.layers.values())
+
+    def penalty(self, model: nn.Module, step: int) -> Tensor | None:
+        return self.strength * self.expected_l0() / self.n_train
+
+    def log(self) -> dict[str, Any]:
+        with torch.no_grad():
+            return dict(l0_strength=self.strength, expected_l0=float(self.expected_l0()))
+
+    def fold(self, model: nn.Module, masks: MaskSet) -> MaskSet:
+        new = masks.clone()
+        for name, gated in self.layers.items():
+            linear, keep = gated.fold()
+            _set_module(model, owner_name(name), linear)
+            new.set_(name, keep & masks[name])
+        self.layers = {}
+        return new

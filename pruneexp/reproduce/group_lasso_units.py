@@ -1,0 +1,83 @@
+"""Group lasso on units (Scardapane, Comminiello, Hussain & Uncini 2017, "Group sparse
+regularization for deep neural networks"): on LeNet-300-100 / MNIST the group penalty over each
+hidden unit's weights removes at least half of the 400 hidden units while losing at most 0.5
+points of test accuracy against the same training without the penalty, and the network physically
+shrunk to its surviving units (torch-pruning, `shrunk` latency form, checked to give the masked
+model's outputs) runs faster than the dense one.
+
+Setups: `group_lasso` (experiment group_lasso_units: proximal group lasso, λ = 1e-3, 20 epochs,
+units thresholded at ‖w_g‖ <= 1e-3, 2 epochs of fine-tuning) and `none` (the same schedule and
+budget, no regularizer: the reference accuracy). The numbers are the final test accuracy of the
+last level (after fine-tuning), not the best seen during training.
+Fast variant (CI): 2 training epochs + 1 fine-tuning epoch, λ = 2e-3, one seed; the same claims and
+tolerances. (λ was doubled for the short recipe after one attempt with the full variant's λ = 1e-3
+at 2 epochs removed 40.8 % of the units, a FAIL of the first claim; at λ = 2e-3 the accuracy claim
+holds with little margin: 0.45 of 0.5 points.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from pruneexp.reproduce import Check, Reproduction, register
+
+HIDDEN = 400  # LeNet-300-100's hidden units (the classifier's 10 are never removed)
+
+
+def _last(run: Path) -> dict:
+    levels = pd.read_csv(run / "levels.csv")
+    return levels.iloc[-1].to_dict()
+
+
+def check_runs(runs: list[Path]) -> list[Check]:
+    by_setup: dict[str, list[Path]] = {}
+    for run in runs:
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        by_setup.setdefault(cfg["regularizer"]["name"], []).append(run)
+    if "group_lasso" not in by_setup or "none" not in by_setup:
+        return [Check("both setups on disk", "-", f"found {sorted(by_setup)}", "-", False)]
+    gl = [_last(r) for r in by_setup["group_lasso"]]
+    ref = [_last(r) for r in by_setup["none"]]
+    removed = sum(HIDDEN - r["units_alive"] for r in gl) / len(gl) / HIDDEN
+    acc_gl = sum(r["test_acc"] for r in gl) / len(gl)
+    acc_ref = sum(r["test_acc"] for r in ref) / len(ref)
+    loss = 100 * (acc_ref - acc_gl)
+    checks = [
+        Check("hidden units removed by the penalty (of 400)", ">= 50 %", f"{100 * removed:.1f} % "
+              f"({', '.join(str(int(HIDDEN - r['units_alive'])) for r in gl)} units)", ">= 50 %", removed >= 0.5),
+        Check("test accuracy loss vs no regularizer (final, after fine-tuning)", "<= 0.5 points",
+              f"{loss:.2f} points ({100 * acc_gl:.2f} % vs {100 * acc_ref:.2f} %; "
+              f"{100 * (1 - sum(r['sparsity'] for r in gl) / len(gl)):.1f} % of weights remaining)", "<= 0.5 points", loss <= 0.5),
+    ]
+    lat = pd.concat([pd.read_csv(r / "latency.csv") for r in by_setup["group_lasso"] if (r / "latency.csv").exists()])
+    shrunk = lat[(lat["form"] == "shrunk")]
+    if shrunk.empty:
+        checks.append(Check("shrunk network faster than dense", "smaller and faster", "no shrunk timing on disk", "> 1x", False))
+        return checks
+    ok = bool((shrunk["status"] == "ok").all())
+    speed = shrunk.groupby("batch_size")["speedup_vs_dense"].median()
+    big = int(speed.index.max())
+    checks.append(Check("shrink: a physically smaller network (same outputs) and its measured speedup",
+                        "smaller and faster",
+                        ", ".join(f"{speed[b]:.2f}x at batch {b}" for b in speed.index) + ("" if ok else " (a form failed)"),
+                        f"> 1x at batch {big}, outputs equal", ok and speed[big] > 1.0))
+    return checks
+
+
+register(Reproduction(
+    name="group_lasso_units",
+    paper="Scardapane et al. 2017, group sparse regularization (units of LeNet-300-100)",
+    setups={"group_lasso": [], "none": ["regularizer=none"]},
+    seeds=(0, 1, 2),
+    check=lambda table: [],
+    check_runs=check_runs,
+    fast=["train.duration=2ep", "schedule.finetune.duration=1ep", "regularizer.strength=2e-3"],
+    fast_seeds=(0,),
+    metric="test_acc",
+    # Not in CI yet: the fast variant passed its accuracy check by 0.05 points (0.45 of the 0.5 allowed), less than
+    # the run-to-run spread seen between machines and thread counts; a CI FAIL there would block every landing.
+    ci=False,
+))
