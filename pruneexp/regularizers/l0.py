@@ -28,10 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pruneexp.config import RegularizerConfig
-from pruneexp.pruning.masks import MaskSet, owner_name
 from pruneexp.regularizers import REGULARIZERS
-from pruneexp.regularizers.sparse_vd import _set_module
-from pruneexp.train.sparsifier import Sparsifier
+from pruneexp.regularizers.reparam import WrapsLinears
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 GATES = ("weight", "channel", "input")
@@ -99,27 +97,25 @@ class LinearL0(nn.Module):
 
 
 @REGULARIZERS.register("l0", config=L0Config, granularities=("weight", "channel"), reparameterises=True)
-class L0(Sparsifier):
+class L0(WrapsLinears):
+    """The sparsifier of `schedule=regularized`: gates wrapped on before training, the expected-L0
+    penalty in `penalty`, folded back with the test-time gate rule after."""
+
     grouped = False
     elementwise = True
+    method = "l0"
 
     def __init__(self, cfg: Any):
+        super().__init__()
         self.cfg = cfg
         self.strength = float(cfg.strength)
-        self.layers: dict[str, LinearL0] = {}
         self.n_train = 1
 
     def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, warmup_steps: int = 0,
              frozen: tuple[str, ...] = ()) -> None:
-        for name in prunable:
-            if name in frozen:  # the classifier's units are the classes: no unit gates there
-                continue
-            layer = model.get_submodule(owner_name(name))
-            if not isinstance(layer, nn.Linear):
-                raise TypeError(f"l0 wraps Linear layers only; {owner_name(name)} is {type(layer).__name__}")
-            gated = LinearL0(layer, str(self.cfg.granularity), float(self.cfg.init_drop))
-            _set_module(model, owner_name(name), gated)
-            self.layers[name] = gated
+        # the classifier's units are the classes: no unit gates there (`frozen`)
+        self.wrap_linears(model, prunable, lambda layer: LinearL0(layer, str(self.cfg.granularity), float(self.cfg.init_drop)),
+                          frozen)
         self.n_train = n_train
 
     def expected_l0(self) -> Tensor:
@@ -131,12 +127,3 @@ class L0(Sparsifier):
     def log(self) -> dict[str, Any]:
         with torch.no_grad():
             return dict(l0_strength=self.strength, expected_l0=float(self.expected_l0()))
-
-    def fold(self, model: nn.Module, masks: MaskSet) -> MaskSet:
-        new = masks.clone()
-        for name, gated in self.layers.items():
-            linear, keep = gated.fold()
-            _set_module(model, owner_name(name), linear)
-            new.set_(name, keep & masks[name])
-        self.layers = {}
-        return new

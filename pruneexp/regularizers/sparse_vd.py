@@ -21,7 +21,6 @@ Linear layers only (LeNets, MLPs); a prunable convolution is refused before trai
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pruneexp.config import RegularizerConfig
-from pruneexp.pruning.masks import MaskSet, owner_name
 from pruneexp.regularizers import REGULARIZERS
-from pruneexp.train.sparsifier import Sparsifier
+from pruneexp.regularizers.reparam import WrapsLinears
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
 
@@ -88,33 +86,26 @@ class LinearSVD(nn.Module):
         return out, keep
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
-
-
 @REGULARIZERS.register("sparse_vd", config=SparseVDConfig, granularities=("weight",), reparameterises=True)
-class SparseVD(Sparsifier):
+class SparseVD(WrapsLinears):
     """The sparsifier of `schedule=regularized`: `wrap` before training, KL in `penalty`, `fold` after."""
 
     grouped = False
     elementwise = True
+    method = "sparse_vd"
 
     def __init__(self, cfg: Any):
+        super().__init__()
         self.cfg = cfg
         self.strength = float(cfg.strength)
-        self.layers: dict[str, LinearSVD] = {}
         self.n_train, self.warmup_steps, self.weight_now = 1, 1, 0.0
 
     def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, warmup_steps: int,
              frozen: tuple[str, ...] = ()) -> None:
-        for name in prunable:
-            layer = model.get_submodule(owner_name(name))
-            if not isinstance(layer, nn.Linear):
-                raise TypeError(f"sparse_vd wraps Linear layers only; {owner_name(name)} is {type(layer).__name__}")
-            svd = LinearSVD(layer, float(self.cfg.init_log_sigma2), float(self.cfg.log_alpha_threshold))
-            _set_module(model, owner_name(name), svd)
-            self.layers[name] = svd
+        """Every prunable linear layer, the classifier included, becomes a LinearSVD (`frozen` only
+        keeps units whole, and sparse VD prunes weights)."""
+        self.wrap_linears(model, prunable, lambda layer: LinearSVD(layer, float(self.cfg.init_log_sigma2),
+                                                                   float(self.cfg.log_alpha_threshold)))
         self.n_train, self.warmup_steps = n_train, max(1, warmup_steps)
 
     def kl_weight(self, step: int) -> float:
@@ -132,13 +123,3 @@ class SparseVD(Sparsifier):
             kept = sum(int(layer.keep().sum()) for layer in self.layers.values())
             total = sum(layer.weight.numel() for layer in self.layers.values())
         return dict(kl_weight=self.weight_now, kl=kl, vd_sparsity=1 - kept / max(1, total))
-
-    def fold(self, model: nn.Module, masks: MaskSet) -> MaskSet:
-        """Replace every wrapped layer by a plain nn.Linear (weight θ·keep) and return the masks."""
-        new = masks.clone()
-        for name, svd in self.layers.items():
-            linear, keep = svd.fold()
-            _set_module(model, owner_name(name), linear)
-            new.set_(name, keep & masks[name])
-        self.layers = {}
-        return new
