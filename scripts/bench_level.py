@@ -6,8 +6,9 @@ of 5 000 examples every 100 iterations, test of 10 000 where a result needs it) 
 shortened to `--iters` iterations per level. pruneexp's figure is level 1 of a `schedule.levels=1`
 run (the rewound, 20 %-pruned network), read from its train log (the time inside `train()`, every
 evaluation included). The hand-written loop trains the same masked network from the same
-initialisation with the same optimizer, evaluates validation every 100 iterations and test only at
-a new minimum of validation loss and at the end, as pruneexp does. The FLOP floor is the time of
+initialisation with the same optimizer (fused Adam, pruneexp's default), evaluates validation every
+100 iterations, keeps the weights at each new minimum of validation loss and tests them and the
+final weights at the end, as pruneexp does. The FLOP floor is the time of
 the step's matrix products alone (3 forward, 5 backward), timed at the same shapes.
 
     PRUNEEXP_DATA=/work/shared/data python scripts/bench_level.py [--iters 3000] [--repeats 3] [--baseline DIR]
@@ -38,7 +39,7 @@ from pruneexp.runner import run
 from pruneexp.train.optim import make_optimizer
 
 
-EXTRA: list[str] = []  # --set KEY=VALUE overrides, e.g. train.optimizer_impl=fused
+EXTRA: list[str] = []  # --set KEY=VALUE overrides, e.g. train.optimizer_impl=foreach
 
 
 def compose_cfg(results: str, iters: int):
@@ -84,7 +85,7 @@ def hand_ms(iters: int) -> float:
         model.train()
         return float(loss) / len(x)
 
-    best = float("inf")
+    best, best_weights = float("inf"), None
     t0 = time.perf_counter()
     order = torch.randperm(n)
     for step in range(iters):
@@ -92,7 +93,7 @@ def hand_ms(iters: int) -> float:
         if i == 0 and step:
             order = torch.randperm(n)
         idx = order[i * bs:(i + 1) * bs]
-        loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx])
+        loss = F.cross_entropy(model(data.train_x.index_select(0, idx)), data.train_y.index_select(0, idx))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -100,9 +101,13 @@ def hand_ms(iters: int) -> float:
             torch._foreach_mul_(weights, masks)
         if (step + 1) % 100 == 0 or step + 1 == iters:
             val = evaluate(data.val_x, data.val_y)
-            if val < best or step + 1 == iters:
-                best = min(best, val)
-                evaluate(data.test_x, data.test_y)
+            if val < best:
+                best, best_weights = val, {k: v.clone() for k, v in model.state_dict().items()}
+    evaluate(data.test_x, data.test_y)  # the final weights
+    final = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_weights)
+    evaluate(data.test_x, data.test_y)  # the early-stop weights
+    model.load_state_dict(final)
     return 1000.0 * (time.perf_counter() - t0) / iters
 
 
@@ -139,7 +144,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=None, help="another checkout whose runner is timed the same way")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for pruneexp and the hand-written loop (not the baseline), e.g. train.optimizer_impl=fused")
+                        help="a config override for pruneexp and the hand-written loop (not the baseline), e.g. train.optimizer_impl=foreach")
     parser.add_argument("--runner-only", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     EXTRA.extend(opts.set)

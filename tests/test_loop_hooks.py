@@ -96,16 +96,32 @@ def test_a_penalty_enters_the_loss_and_its_gradient():
         assert torch.allclose(a, b, atol=1e-5), n
 
 
-def test_test_split_is_evaluated_only_at_a_new_best_and_at_the_end():
-    result = train(toy_model(), toy_data(), MaskSet.dense(prunable_weights(toy_model())), cfg(duration="100it", eval_every="5it"),
-                   seed=0, quiet=True)
-    best = math.inf
-    for row in result.log:
-        new_best = row["val_loss"] < best
+def test_test_split_is_evaluated_at_the_end_and_at_the_minimum_of_validation_loss():
+    """Without a sparsifier the weights at each new validation minimum are kept and tested once at the
+    end; with one (here a no-op, same trajectory) test runs at every new minimum as it happens. The
+    early-stop figures must be the same numbers."""
+    def run(sparsifier):
+        model = toy_model()
+        return train(model, toy_data(), MaskSet.dense(prunable_weights(model)), cfg(duration="100it", eval_every="5it"),
+                     seed=0, quiet=True, sparsifier=sparsifier), model
+
+    (deferred, final), (eager, eager_final) = run(None), run(Sparsifier())
+    assert all(torch.equal(final.state_dict()[k], v) for k, v in eager_final.state_dict().items())  # final weights put back
+    assert [r["val_loss"] for r in deferred.log] == [r["val_loss"] for r in eager.log]
+    best, new_bests = math.inf, []
+    for row in eager.log:
+        new_bests.append(row["val_loss"] < best)
         best = min(best, row["val_loss"])
-        assert math.isfinite(row["test_acc"]) == (new_best or row["step"] == 100), row
-    assert any(math.isnan(r["test_acc"]) for r in result.log)  # the saving is real here
-    assert result.test_acc == result.log[-1]["test_acc"] and result.best_step in [r["step"] for r in result.log]
+        assert math.isfinite(row["test_acc"]) == (new_bests[-1] or row["step"] == 100), row
+    assert sum(new_bests) > 2  # several minima along the way: the deferral saves test passes here
+    tested = [r["step"] for r in deferred.log if math.isfinite(r["test_acc"])]
+    assert tested == sorted({deferred.best_step, 100})  # the final minimum and the end, nothing else
+    at_best = next(r for r in eager.log if r["step"] == eager.best_step)
+    deferred_at_best = next(r for r in deferred.log if r["step"] == deferred.best_step)
+    assert deferred.best_step == eager.best_step and deferred.best_step < 100
+    assert (deferred_at_best["test_loss"], deferred_at_best["test_acc"]) == (at_best["test_loss"], at_best["test_acc"])
+    assert deferred.test_acc_at_best == eager.test_acc_at_best == at_best["test_acc"]
+    assert deferred.test_acc == eager.test_acc == eager.log[-1]["test_acc"]
 
 
 @pytest.mark.parametrize("lr", [50.0, math.inf])
@@ -118,8 +134,9 @@ def test_divergence_stops_training_naming_phase_and_step(lr):
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
 def test_optimizer_implementations_are_exact_or_deterministic(name, monkeypatch):
-    """train.optimizer_impl=foreach (the default) must give torch's single-tensor bits, which is what
-    lets it leave run hashes unchanged; fused must at least give the same bits every time."""
+    """train.optimizer_impl=foreach must give torch's single-tensor bits, which is what lets it keep
+    the hashes of runs made before the option existed; fused (the default) must give the same bits
+    every time."""
     from pruneexp.train import optim
 
     def run(impl):
@@ -136,10 +153,21 @@ def test_optimizer_implementations_are_exact_or_deterministic(name, monkeypatch)
 
 
 def test_optimizer_impl_enters_the_hash_only_when_it_changes_the_arithmetic(make_cfg):
+    from omegaconf import OmegaConf
+
+    from pruneexp.config import NON_RESULT_KEYS, hash_view
+    from pruneexp.results import run_hash
     from pruneexp.runner import run_directory
 
-    assert run_directory(make_cfg()) == run_directory(make_cfg("train.optimizer_impl=foreach"))
-    assert run_directory(make_cfg()) != run_directory(make_cfg("train.optimizer_impl=fused"))
+    default = make_cfg()
+    assert default.train.optimizer_impl == "fused"
+    assert run_directory(default) == run_directory(make_cfg("train.optimizer_impl=fused"))
+    assert run_directory(default) != run_directory(make_cfg("train.optimizer_impl=foreach"))
+    # a config saved before the option existed trained with foreach's arithmetic: it keeps its hash
+    foreach = OmegaConf.to_container(make_cfg("train.optimizer_impl=foreach"), resolve=True)
+    before = OmegaConf.to_container(make_cfg("train.optimizer_impl=foreach"), resolve=True)
+    del before["train"]["optimizer_impl"]
+    assert run_hash(hash_view(before), NON_RESULT_KEYS) == run_hash(hash_view(foreach), NON_RESULT_KEYS)
 
 
 def test_language_model_task_reads_tokens_and_gives_perplexity():

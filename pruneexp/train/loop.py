@@ -149,6 +149,15 @@ def train(
     best_val_loss, best_val_acc, t0 = float("inf"), 0.0, time.perf_counter()
     progress = _progress(quiet, phase, stop - start)
     params = [p for p in model.parameters()]
+    # Test is evaluated only where a result needs it: at the end, and at the minimum of validation
+    # loss (the early-stop figure). Without a sparsifier the network is a function of its
+    # state_dict alone, so the weights at each new minimum are kept (one copy, no evaluation) and
+    # tested once at the end: the same numbers as testing at every new minimum, ~10 test passes
+    # fewer per level. A sparsifier's forward may depend on its own state (a schedule's current
+    # k, gates), so with one the test runs at each new minimum as it happens.
+    defer_test = sparsifier is None
+    best_row: int | None = None
+    best_weights: dict[str, Tensor] | None = None
 
     model.train()
     for step in range(start, stop):
@@ -156,7 +165,8 @@ def train(
         if epoch != order_epoch:
             order, order_epoch = epoch_order(seed, epoch, len(data.train_x), device), epoch
         idx = order[i * bs : (i + 1) * bs]
-        x, y = data.train_x[idx], data.train_y[idx]
+        # index_select, not x[idx]: the same rows, 4x faster for a row gather on CPU (58 vs 13 us for 60 MNIST rows)
+        x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
         if aug_gen is not None:
             x = data.augment(x, aug_gen.manual_seed(seed * 1_000_003 + step))
         lr = cfg.lr * factor(step)
@@ -183,11 +193,16 @@ def train(
             if not math.isfinite(train_loss) or not _finite(params):
                 raise TrainingDiverged(phase, done, "the training loss" if not math.isfinite(train_loss) else "a weight")
             val = task.evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
+            new_best = val["loss"] < best_val_loss
             test: dict[str, float] = {}
-            if val["loss"] < best_val_loss or done == stop:
+            if done == stop or (new_best and not defer_test):
                 test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size)
-            if val["loss"] < best_val_loss:
-                best_val_loss, result.best_step, result.test_acc_at_best = val["loss"], done, test["acc"]
+            if new_best:
+                best_val_loss, result.best_step, best_row = val["loss"], done, len(result.log)
+                if test:
+                    result.test_acc_at_best = test["acc"]
+                else:  # deferred: the weights are kept and tested once, if they are still the best at the end
+                    best_weights = _keep(model, best_weights)
             best_val_acc = result.best_val_acc = max(best_val_acc, val["acc"])
             row = {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": test.get(k, float("nan")) for k in val}}
             result.log.append(dict(phase=phase, step=done, epoch=round(done / spe, 4), lr=lr, train_loss=train_loss, **row,
@@ -201,10 +216,27 @@ def train(
             seen = 0
             if progress is not None:
                 progress.update(progress.task_ids[0], completed=done - start, description=f"{phase} val_acc={val['acc']:.4f}")
+    if best_weights is not None and best_row is not None and math.isnan(result.test_acc_at_best):  # the deferred test
+        final_weights = _keep(model, None)
+        model.load_state_dict(best_weights)
+        test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size)
+        model.load_state_dict(final_weights)
+        result.log[best_row].update({f"test_{k}": v for k, v in test.items()})
+        result.test_acc_at_best = test["acc"]
     result.steps = stop
     if progress is not None:
         progress.stop()
     return result
+
+
+def _keep(model: nn.Module, into: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    """A copy of `model`'s state_dict, written into the tensors of `into` when given (no allocation)."""
+    state = model.state_dict()
+    if into is None:
+        return {k: v.detach().clone() for k, v in state.items()}
+    with torch.no_grad():
+        torch._foreach_copy_(list(into.values()), [state[k] for k in into])
+    return into
 
 
 def _finite(params: list[Tensor]) -> bool:
