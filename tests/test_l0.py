@@ -3,6 +3,8 @@ model equal to the gated one in deterministic mode, runs at each gate granularit
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -43,6 +45,44 @@ def test_folded_equals_gated_in_eval(gates):
     assert isinstance(model[0], nn.Linear)
     assert torch.allclose(model(x), gated, atol=1e-6)
     assert not masks["0.weight"].all() and masks["0.weight"].any()
+
+
+@pytest.mark.parametrize("gates", ["weight", "channel", "input"])
+def test_penalty_is_the_expected_number_of_open_weights_with_reweighted_l2(gates):
+    """The authors' L0Dense._reg_w under L0MLP (prior precision N wd):
+    Σ_j P(z_j on) Σ_{i in j} (λ / N + ½ wd w_i²) + ½ wd Σ b²."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    prunable = {"0.weight": model[0].weight}
+    lam, wd, n = 0.3, 0.02, 50
+    l0 = L0(OmegaConf.structured(L0Config(name="l0", granularity=gates, strength=lam, l2=wd)))
+    l0.wrap(model, prunable, n_train=n)
+    layer = l0.layers["0.weight"]
+    with torch.no_grad():
+        layer.log_alpha.copy_(torch.randn(layer.log_alpha.shape))
+    w, b, p = layer.weight.detach(), layer.bias.detach(), prob_nonzero(layer.log_alpha.detach())
+    gate = {"weight": lambda i, j: p[i, j], "channel": lambda i, j: p[i], "input": lambda i, j: p[j]}[gates]
+    expected = 0.0
+    for i in range(3):  # output row i
+        for j in range(4):  # input column j
+            expected += float(gate(i, j)) * (lam / n + 0.5 * wd * float(w[i, j]) ** 2)
+    expected += 0.5 * wd * float(b.square().sum())
+    assert float(l0.penalty(model, 0)) == pytest.approx(expected, rel=1e-5)
+    assert float(l0.expected_l0()) == pytest.approx(float(sum(gate(i, j) for i in range(3) for j in range(4))), rel=1e-5)
+    with torch.no_grad():
+        layer.log_alpha.fill_(9.0)
+    l0.after_step(model, 0, None, None)  # the authors' constrain_parameters: log α within [log 0.01, log 100]
+    assert torch.allclose(layer.log_alpha, torch.full_like(layer.log_alpha, float(torch.log(torch.tensor(100.0)))))
+
+
+def test_first_layer_gates_start_at_their_own_drop_rate():
+    """The authors' L0MLP: input-layer gates start closed with probability 0.2, the others 0.5."""
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    prunable = {"0.weight": model[0].weight, "2.weight": model[2].weight}
+    l0 = L0(OmegaConf.structured(L0Config(name="l0", granularity="input", init_drop=0.5, init_drop_first=0.2)))
+    l0.wrap(model, prunable, n_train=10)
+    assert torch.allclose(l0.layers["0.weight"].log_alpha, torch.full((6,), math.log(0.8 / 0.2)))
+    assert torch.allclose(l0.layers["2.weight"].log_alpha, torch.zeros(8))
 
 
 @pytest.mark.parametrize("gates,gran", [("weight", "weight"), ("channel", "channel"), ("input", "weight")])

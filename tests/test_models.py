@@ -151,7 +151,7 @@ def test_glorot_normal_init():
     assert all((m.bias == 0).all() for m in linears(model))
 
 
-@pytest.mark.parametrize("init", ["kaiming_normal", "glorot_uniform"])
+@pytest.mark.parametrize("init", ["kaiming_normal", "glorot_uniform", "normal"])
 def test_other_inits_zero_biases_and_touch_convs(init):
     torch.manual_seed(0)
     model = create_model("conv2", MNIST, 10, init=init)
@@ -160,6 +160,8 @@ def test_other_inits_zero_biases_and_touch_convs(init):
     conv = layers[1]  # 64 -> 64, 3x3: fan_in 576
     if init == "kaiming_normal":
         assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 576), rel=0.05)
+    elif init == "normal":  # Lasagne's init.Normal(): N(0, 0.01²) whatever the fan
+        assert conv.weight.std().item() == pytest.approx(0.01, rel=0.05)
     else:
         assert conv.weight.abs().max().item() <= math.sqrt(6 / (576 + 576)) + 1e-6
 

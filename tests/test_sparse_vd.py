@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pruneexp.pruning.masks import MaskSet
-from pruneexp.regularizers.sparse_vd import K1, SparseVD, SparseVDConfig, neg_kl_approx
+from pruneexp.regularizers.sparse_vd import K1, LinearSVD, SparseVD, SparseVDConfig, neg_kl_approx
 
 
 def neg_kl_numeric(alpha: float) -> float:
@@ -41,7 +41,7 @@ def test_folded_model_equals_trained_in_deterministic_mode():
     from omegaconf import OmegaConf
 
     svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd")))
-    svd.wrap(model, prunable, n_train=100, warmup_steps=10)
+    svd.wrap(model, prunable, n_train=100)
     with torch.no_grad():  # spread log α across the threshold: about half the weights pruned
         for layer in svd.layers.values():
             layer.log_sigma2.copy_(torch.log(layer.weight.square()) + torch.randn_like(layer.weight) * 4)
@@ -58,12 +58,39 @@ def test_folded_model_equals_trained_in_deterministic_mode():
     assert all((model[i].weight[~folded_masks[f"{i}.weight"]] == 0).all() for i in (0, 2))
 
 
+def test_train_clip_leaves_pruned_weights_out_of_the_training_forward():
+    """The authors' train_clip: a weight with log α >= 3 adds neither mean nor variance while training,
+    so changing it (keeping it past the threshold) leaves a sampled forward unchanged; the variance of
+    the others is exp(clip(log α)) θ², log α clipped to ±8."""
+    torch.manual_seed(0)
+    layer = LinearSVD(nn.Linear(5, 4), init_log_sigma2=-10.0, threshold=3.0, clip=8.0, train_clip=True)
+    with torch.no_grad():
+        layer.log_sigma2[0, :] = torch.log(layer.weight[0, :].square()) + 20.0  # row 0: log α = 20, clipped to 8
+    assert torch.allclose(layer.log_alpha[0], torch.full((5,), 8.0)) and (layer.log_alpha[1:] < 3).all()
+    x = torch.randn(7, 5)
+    torch.manual_seed(1)
+    before = layer(x)
+    with torch.no_grad():
+        layer.weight[0, :] *= 0.5
+        layer.log_sigma2[0, :] += 5.0  # still past the threshold
+    torch.manual_seed(1)
+    assert torch.equal(layer(x), before)
+    assert torch.allclose(before[:, 0], layer.bias[0].expand(7), atol=1e-3)  # row 0 is its bias (+ the 1e-8 variance floor)
+    layer.train_clip = False
+    torch.manual_seed(1)
+    assert not torch.allclose(layer(x)[:, 0], before[:, 0])
+
+
 def test_kl_weight_warms_up():
     from omegaconf import OmegaConf
 
-    svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd", strength=1.0)))
-    svd.warmup_steps = 100
+    svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd", strength=1.0, kl_warmup="100it")))
+    svd.wrap(nn.Sequential(nn.Linear(2, 2)), {}, n_train=1)
     assert [svd.kl_weight(s) for s in (0, 50, 100, 200)] == [0.0, 0.5, 1.0, 1.0]
+    # the reference's rw_linear: 0 until epoch 5, then linearly to 1 at epoch 20 (10 steps an epoch here)
+    svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd", kl_warmup="15ep", kl_warmup_start="5ep")))
+    svd.wrap(nn.Sequential(nn.Linear(2, 2)), {}, n_train=1, steps_per_epoch=10)
+    assert [svd.kl_weight(s) for s in (0, 49, 50, 125, 200, 500)] == pytest.approx([0.0, 0.0, 0.0, 0.5, 1.0, 1.0])
 
 
 def test_sparse_vd_runs(make_cfg):

@@ -100,6 +100,9 @@ def test_lr_schedules():
     assert cosine(0) == 1.0 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0)
     multistep = lr_factor(cfg(lr_schedule="multistep", milestones=["2ep", "50it"], gamma=0.1), 100, 10)
     assert [multistep(s) for s in (19, 20, 49, 50)] == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    linear = lr_factor(cfg(lr_schedule="linear", milestones=["5ep"]), 100, 10)  # Molchanov 2017: flat to 50 %, then to 0
+    assert [linear(s) for s in (0, 49, 50, 75, 99)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.02])
+    assert lr_factor(cfg(lr_schedule="linear"), 100, 10)(50) == pytest.approx(0.5)
     warm = lr_factor(cfg(lr_schedule="cosine", warmup="10it"), 110, 10)
     assert warm(0) == pytest.approx(0.1) and warm(9) == pytest.approx(1.0)
     assert warm(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))

@@ -5,6 +5,8 @@
 - ``glorot_normal``: Glorot & Bengio 2010, "Understanding the difficulty of training deep
   feedforward neural networks"; the scheme used by Frankle & Carbin 2019 (Lottery Ticket Hypothesis).
 - ``glorot_uniform``: Glorot & Bengio 2010, uniform variant.
+- ``normal``: N(0, 0.01²), Lasagne's `init.Normal()` default, used by Molchanov et al. 2017's
+  reference code for sparse variational dropout.
 
 Every non-default scheme sets each Conv/Linear weight and zeroes its bias; BatchNorm is untouched.
 """
@@ -22,6 +24,7 @@ _WEIGHT_INITS: dict[str, Callable[[torch.Tensor], object]] = {
     "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu"),
     "glorot_normal": nn.init.xavier_normal_,
     "glorot_uniform": nn.init.xavier_uniform_,
+    "normal": lambda w: nn.init.normal_(w, 0.0, 0.01),
 }
 
 INIT_SCHEMES: tuple[str, ...] = ("default", *_WEIGHT_INITS)

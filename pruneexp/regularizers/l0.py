@@ -7,11 +7,20 @@ Every prunable Linear layer gets gates z, on its weights, its output units or it
     u ~ U(0, 1),  s = σ((log u − log(1 − u) + log α) / β),  s̄ = s (ζ − γ) + γ,
 
 β = 2/3, (γ, ζ) = (−0.1, 1.1): a stretched, clamped binary concrete that puts mass on exactly 0 and
-1. The loss is the task loss + λ Σ_j P(z_j ≠ 0) / N with the closed form
+1. The loss is the task loss + R with the expected L0 norm of the weights, each gate's probability
+of being open times what it switches off (the paper's eq. 14 and the authors' `L0Dense._reg_w`
+under `L0MLP.regularization`, whose prior precision N·wd re-weights an L2 penalty by the same
+probability):
 
+    R = Σ_j P(z_j ≠ 0) · Σ_{i ∈ gate j} (λ / N + ½ wd w_i²) + ½ wd Σ b²,
     P(z_j ≠ 0) = 1 − Q(s̄_j <= 0) = σ(log α_j − β log(−γ / ζ))
 
-(the expected L0 norm; λ = `strength`, N the training-set size). One gate sample per minibatch.
+(λ = `strength`, N the training-set size, wd = `l2`; a weight gate covers one weight, an input gate
+a column, a unit gate a row). Gates start closed with probability `init_drop` (the first layer's
+`init_drop_first`: the authors' MLP uses 0.2 there, 0.5 elsewhere); log α is kept in
+[log 0.01, log 100] after each step, as the authors' `constrain_parameters` does. One gate sample
+per minibatch. Not done: the authors' MLP also evaluates an exponential moving average of the
+parameters (β = 0.999); here the final parameters are evaluated.
 At test time ẑ = min(1, max(0, σ(log α)(ζ − γ) + γ)) (the paper's rule); the layers fold back to
 nn.Linear with weights W·ẑ (and, for unit gates, biases b·ẑ) and a MaskSet that is False where
 ẑ = 0, so the folded model equals the gated one in deterministic mode.
@@ -21,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +38,7 @@ from torch import Tensor, nn
 
 from pruneexp.config import RegularizerConfig
 from pruneexp.regularizers import REGULARIZERS
+from pruneexp.pruning.masks import owner_name
 from pruneexp.regularizers.reparam import WrapsLinears
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
@@ -38,9 +48,11 @@ GATES = ("weight", "channel", "input")
 @dataclass
 class L0Config(RegularizerConfig):
     update: str = "subgradient"  # the expected L0 is part of the loss
-    strength: float = 0.1  # λ (the penalty is λ Σ P(z != 0) / N)
+    strength: float = 0.1  # λ (the penalty is λ · expected number of open weights / N)
     granularity: str = "weight"  # weight | channel | input: what a gate switches off
     init_drop: float = 0.5  # initial P(gate closed) (log α = log((1 - p) / p))
+    init_drop_first: Optional[float] = None  # the first layer's initial P(gate closed); None: init_drop
+    l2: float = 0.0  # wd: ½ wd w² per weight, re-weighted by its gate's P(open) (the authors' code: 5e-4)
 
 
 def prob_nonzero(log_alpha: Tensor) -> Tensor:
@@ -68,6 +80,12 @@ class LinearL0(nn.Module):
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
         shape = {"weight": self.weight.shape, "channel": (self.out_features,), "input": (self.in_features,)}[gates]
         self.log_alpha = nn.Parameter(torch.full(shape, math.log((1 - init_drop) / init_drop)))
+
+    def gate_sums(self, values: Tensor) -> Tensor:
+        """Σ of `values` (shaped like the weight) over the weights of each gate."""
+        if self.gates == "weight":
+            return values
+        return values.sum(1) if self.gates == "channel" else values.sum(0)
 
     def _effective(self, z: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.gates == "weight":
@@ -111,18 +129,36 @@ class L0(WrapsLinears):
         self.strength = float(cfg.strength)
         self.n_train = 1
 
-    def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, warmup_steps: int = 0,
+    def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, steps_per_epoch: int = 1,
              frozen: tuple[str, ...] = ()) -> None:
         # the classifier's units are the classes: no unit gates there (`frozen`)
-        self.wrap_linears(model, prunable, lambda layer: LinearL0(layer, str(self.cfg.granularity), float(self.cfg.init_drop)),
-                          frozen)
+        c = self.cfg
+        first = model.get_submodule(owner_name(next(iter(prunable)))) if prunable else None
+        drop = lambda layer: float(c.init_drop if layer is not first or c.init_drop_first is None else c.init_drop_first)
+        self.wrap_linears(model, prunable, lambda layer: LinearL0(layer, str(c.granularity), drop(layer)), frozen)
         self.n_train = n_train
 
     def expected_l0(self) -> Tensor:
-        return sum(prob_nonzero(layer.log_alpha).sum() for layer in self.layers.values())
+        """The expected number of open weights, Σ_j P(z_j ≠ 0) · (weights gate j switches off)."""
+        return sum((prob_nonzero(layer.log_alpha) * (layer.weight.numel() // layer.log_alpha.numel())).sum()
+                   for layer in self.layers.values())
 
     def penalty(self, model: nn.Module, step: int) -> Tensor | None:
-        return self.strength * self.expected_l0() / self.n_train
+        """R = Σ_j P(z_j ≠ 0) Σ_{i ∈ j} (λ / N + ½ wd w_i²) + ½ wd Σ b² (see the module)."""
+        wd, total = float(self.cfg.l2), 0.0
+        for layer in self.layers.values():
+            cost = self.strength * (layer.weight.numel() // layer.log_alpha.numel()) / self.n_train
+            if wd:
+                cost = cost + layer.gate_sums(0.5 * wd * layer.weight.square())
+                if layer.bias is not None:
+                    total = total + 0.5 * wd * layer.bias.square().sum()
+            total = total + (prob_nonzero(layer.log_alpha) * cost).sum()
+        return total
+
+    def after_step(self, model: nn.Module, step: int, masks: Any, optimizer: torch.optim.Optimizer) -> None:
+        with torch.no_grad():  # the authors' constrain_parameters
+            for layer in self.layers.values():
+                layer.log_alpha.clamp_(math.log(1e-2), math.log(1e2))
 
     def log(self) -> dict[str, Any]:
         with torch.no_grad():

@@ -1,7 +1,12 @@
 """Louizos, Welling & Kingma 2018 ("Learning Sparse Neural Networks through L0 Regularization"),
-Table 1: LeNet-300-100 with gates on each layer's input features. Checks: final test error <= 1.8 %
-and the network at most 35 % of the dense weights. The fast variant (10 epochs) is far shorter than
-the paper's 200 epochs: its numbers are reported without a verdict.
+Table 1: LeNet-300-100 with gates on each layer's input features reaches 1.4 % error as 219-214-100
+(Evci et al. 2020, App. B, quote 266-88-33 at 1.6 %), with the authors' recipe
+(conf/experiment/l0_lenet.yaml). Checks: final test error <= 1.8 % and the network at most 35 % of
+the dense weights.
+
+The fast variant runs the same recipe for 20 of the 200 epochs and checks its own expectation,
+stated before it was run: the gates have already closed half of the weights (<= 50 % kept) at a
+final test error <= 2.5 %.
 """
 
 from __future__ import annotations
@@ -9,14 +14,20 @@ from __future__ import annotations
 import pandas as pd
 
 from pruneexp.reproduce import Check, Reproduction, register
+from pruneexp.reproduce.sparse_vd_lenet import final
 
 
 def check(table: pd.DataFrame) -> list[Check]:
-    last = table[table["level"] == table["level"].max()].iloc[0]
-    err = 100 * (1 - last["test_acc_mean"])
-    kept = 100 * last["remaining_mean"]
+    err, comp = final(table)
     return [Check("final test error", "1.4 % (claim: <= 1.8 %)", f"{err:.2f} %", "<= 1.8 %", err <= 1.8),
-            Check("weights kept", "219-214-100 (claim: <= 35 %)", f"{kept:.1f} %", "<= 35 %", kept <= 35)]
+            Check("weights kept", "219-214-100 (claim: <= 35 %)", f"{100 / comp:.1f} %", "<= 35 %", 100 / comp <= 35)]
+
+
+def fast_check(table: pd.DataFrame) -> list[Check]:
+    err, comp = final(table)
+    return [Check("fast (20 epochs): final test error", "1.4 % after 200 epochs", f"{err:.2f} %", "<= 2.5 %", err <= 2.5),
+            Check("fast (20 epochs): weights kept", "26 % (219-214-100) after 200", f"{100 / comp:.1f} %", "<= 50 %",
+                  100 / comp <= 50)]
 
 
 register(Reproduction(
@@ -25,7 +36,7 @@ register(Reproduction(
     setups={"l0": []},
     seeds=(0,),
     check=check,
-    fast_verdicts=False,
-    fast=["train.duration=10ep", "train.eval_every=1ep"],
+    fast_check=fast_check,
+    fast=["train.duration=20ep", "train.eval_every=2ep"],
     metric="test_acc",
 ))

@@ -66,7 +66,7 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
         if not ctx.finished(0):  # (a resumed run loads its folded level 0 into the plain model instead)
             spe = steps_per_epoch(ctx.data, cfg.train.batch_size)
             try:
-                sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), to_steps(r.get("kl_warmup", "0it"), spe), frozen)
+                sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), spe, frozen)
             except TypeError as err:
                 raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of Linear layers (lenet_300_100, mlp).") from err
     else:
@@ -143,7 +143,8 @@ def check_regularizer(cfg: Any) -> None:
         raise PruneexpError(f"regularizer.strength ({r.strength}) and regularizer.threshold ({r.threshold}) must be >= 0.")
     if r.target_sparsity is not None and not 0.0 <= r.target_sparsity < 1.0:
         raise PruneexpError(f"regularizer.target_sparsity={r.target_sparsity} is outside [0, 1).")
-    if "kl_warmup" in r:
-        check_duration(r.kl_warmup)
+    for key in ("kl_warmup", "kl_warmup_start"):
+        if key in r:
+            check_duration(r[key])
     if "l1_ratio" in r and not 0.0 <= r.l1_ratio <= 1.0:
         raise PruneexpError(f"regularizer.l1_ratio={r.l1_ratio} is outside [0, 1].")
