@@ -41,7 +41,7 @@ class ModelConfig:
 
     name: str = MISSING
     source: str = "pruneexp"  # or "torchvision": any torchvision classification model by name
-    init: str = "default"  # default | kaiming_normal | glorot_normal | glorot_uniform
+    init: str = "default"  # default | kaiming_normal | glorot_normal | glorot_uniform | variance_scaling
 
 
 @dataclass

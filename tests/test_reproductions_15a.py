@@ -66,19 +66,19 @@ def test_layer_sparsity_is_hash_neutral_when_unset_and_validated(make_cfg):
 
     plain = OmegaConf.to_container(make_cfg("schedule=imp"), resolve=True)
     assert "layer_sparsity" not in hash_view(plain)["prune"]
-    given = OmegaConf.to_container(make_cfg("schedule=imp", "prune.scope=layerwise", "++prune.layer_sparsity={layers.1.weight:0.9}"),
+    given = OmegaConf.to_container(make_cfg("schedule=imp", "prune.scope=layerwise", "+prune.layer_sparsity={layers.1.weight:0.9}"),
                                    resolve=True)
     assert hash_view(given)["prune"]["layer_sparsity"] == {"layers.1.weight": 0.9}
     with pytest.raises(PruneexpError, match="layerwise"):
-        validate_config(make_cfg("schedule=imp", "++prune.layer_sparsity={layers.1.weight:0.9}"))
+        validate_config(make_cfg("schedule=imp", "+prune.layer_sparsity={layers.1.weight:0.9}"))
     with pytest.raises(PruneexpError, match="does not walk"):
-        validate_config(make_cfg("schedule=gmp", "prune.scope=layerwise", "++prune.layer_sparsity={layers.1.weight:0.9}"))
+        validate_config(make_cfg("schedule=gmp", "prune.scope=layerwise", "+prune.layer_sparsity={layers.1.weight:0.9}"))
 
 
 def test_imp_reaches_the_per_layer_targets_level_by_level(make_cfg):
     out = run(make_cfg("hardware.threads=1", "schedule=imp", "schedule.levels=2", "schedule.retrain=finetune",
                        "schedule.finetune.duration=2it", "train.duration=2it", "prune.scope=layerwise",
-                       "++prune.layer_sparsity={layers.1.weight:0.91,layers.3.weight:0.64,layers.5.weight:0.19}", "quiet=true"))
+                       "+prune.layer_sparsity={layers.1.weight:0.91,layers.3.weight:0.64,layers.5.weight:0.19}", "quiet=true"))
     layers = pd.read_csv(out.directory / "layers.csv")
     density = {(r["layer"], r["level"]): r["nonzero"] / r["numel"] for _, r in layers.iterrows()}
     for name, s in (("layers.1.weight", 0.91), ("layers.3.weight", 0.64), ("layers.5.weight", 0.19)):

@@ -60,6 +60,25 @@ class Reproduction:
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 
 
+def pct(x: float) -> str:
+    """An accuracy or error as the checks print it: 98.31 %."""
+    return f"{100 * x:.2f} %"
+
+
+def final_rows(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    """The last level named in `names` of every setup that has one (e.g. "trained", "finetuned": a
+    run stopped before its end holds only earlier levels and is left out)."""
+    table = table[table["name"].isin(names)]
+    return table.loc[table.groupby("setup", sort=False)["level"].idxmax()].copy()
+
+
+def claim_check(claim: str, paper: str, ours: str, tolerance: str, holds: bool) -> Check:
+    """A claim about the paper's numbers: PASS when ours bear it out, else "not reproduced" with the
+    numbers (a faithful attempt that does not show it is reported, not failed)."""
+    return Check(claim=claim, paper=paper, ours=("" if holds else "not reproduced: ") + ours, tolerance=tolerance,
+                 passed=True if holds else None, reproduced=None if holds else False)
+
+
 def register(spec: Reproduction) -> Reproduction:
     REPRODUCTIONS.register(spec.name)(spec)
     return spec
