@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, plot_panels, register
 from pruneexp.results.store import RunStore
 
 STEPS = 11_000  # 20 epochs of 550 batches of 100
@@ -40,10 +40,16 @@ def setups(steps: int, sparsities: tuple[float, ...]) -> dict[str, list[str]]:
     return {f"{m}/{round(100 * s)}": [f"sparsity={s}", *method_overrides(m, steps)] for s in sparsities for m in ("gmp", "oneshot")}
 
 
-def check(table: pd.DataFrame) -> list[Check]:
+def accuracies(table: pd.DataFrame) -> dict[tuple[str, float], tuple[float, int, float]]:
+    """(method, sparsity) -> (final test accuracy mean, seeds, std)."""
     last = final_rows(table, ("trained", "finetuned"))  # gmp ends "trained", oneshot "finetuned"
-    method = last["schedule.name"] if "schedule.name" in last else "gmp"
-    at = {(m, round(1.0 - r, 2)): (a, int(k)) for m, r, a, k in zip(method, last["remaining_mean"], last["test_acc_mean"], last["seeds"])}
+    method = last["schedule.name"] if "schedule.name" in last else ["gmp"] * len(last)
+    return {(m, round(1.0 - r, 2)): (a, int(k), 0.0 if pd.isna(sd) else float(sd))
+            for m, r, a, k, sd in zip(method, last["remaining_mean"], last["test_acc_mean"], last["seeds"], last["test_acc_std"])}
+
+
+def check(table: pd.DataFrame) -> list[Check]:
+    at = accuracies(table)
     checks = []
     for s in (*CHECKED_AT, *REPORTED_AT):
         gmp, one = at.get(("gmp", s)), at.get(("oneshot", s))
@@ -57,6 +63,18 @@ def check(table: pd.DataFrame) -> list[Check]:
         else:
             checks.append(Check(claim, paper, ours, "-", None))
     return checks
+
+
+def plot(table: pd.DataFrame, out: Path) -> None:
+    """final_acc_vs_sparsity.png: final test accuracy of gmp and oneshot + fine-tuning against sparsity."""
+    at = accuracies(table)
+    lines = []
+    for m, fmt in (("gmp", "o-"), ("oneshot", "s--")):
+        pts = sorted((s, a) for (k, s), a in at.items() if k == m)
+        lines.append((m if m == "gmp" else "oneshot + fine-tuning", [100 * s for s, _ in pts], [100 * a[0] for _, a in pts],
+                      [100 * a[2] for _, a in pts], fmt))
+    plot_panels(out, "final_acc_vs_sparsity.png", {"LeNet-300-100 / MNIST, equal total steps": lines}, "sparsity (%)",
+                "final test accuracy (%)")
 
 
 def phase_steps(run: Path) -> dict[str, int]:
@@ -87,6 +105,7 @@ register(Reproduction(
     seeds=(0, 1, 2),
     check=check,
     check_runs=check_runs,
+    plot=plot,
     metric="test_acc",
     ci=True,
     # the checked sparsities, 3 000 steps in all per run, one seed

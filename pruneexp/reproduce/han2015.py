@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pruneexp.reproduce import Check, Reproduction, claim_check, pct, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, pct, plot_panels, register
 from pruneexp.results.store import RunStore
 
 # Table 1's weights remaining per layer (density), by our parameter names
@@ -41,11 +41,15 @@ def layer_sparsity(net: str) -> str:
 SETUPS = {net: ([] if net == "lenet_300_100" else [f"model={net}"]) + [layer_sparsity(net)] for net in DENSITY}
 
 
+def by_net(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The levels of each network, in order."""
+    nets = table["model.name"] if "model.name" in table else pd.Series("lenet_300_100", index=table.index)
+    return {net: table[nets == net].sort_values("level") for net in dict.fromkeys(nets)}
+
+
 def check(table: pd.DataFrame) -> list[Check]:
     checks = []
-    nets = table["model.name"] if "model.name" in table else pd.Series("lenet_300_100", index=table.index)
-    for net in dict.fromkeys(nets):
-        rows = table[nets == net].sort_values("level")
+    for net, rows in by_net(table).items():
         dense, last = rows[rows["level"] == 0], rows[rows["level"] == rows["level"].max()]
         if len(dense) == 0 or int(last["level"].iloc[0]) == 0:
             continue
@@ -57,6 +61,18 @@ def check(table: pd.DataFrame) -> list[Check]:
         checks.append(Check(f"{net}: weights remaining overall", "8 % (12x compression)",
                             f"{pct(float(last['remaining_mean'].iloc[0]))}", "-", None))
     return checks
+
+
+def plot(table: pd.DataFrame, out: Path) -> None:
+    """error_vs_remaining.png: test error after each prune/retrain round against weights remaining,
+    one panel per network, with Table 1's dense and pruned errors as stars."""
+    panels = {}
+    for net, rows in by_net(table).items():
+        std = rows["test_acc_std"].fillna(0) if "test_acc_std" in rows else [0] * len(rows)
+        panels[net] = [("ours (dense, then each round)", list(100 * rows["remaining_mean"]), list(100 * (1 - rows["test_acc_mean"])),
+                        list(100 * std), "o-"),
+                       ("paper (Table 1)", [100.0, 8.0], [100 * e for e in PAPER[net]], [], "k*")]
+    plot_panels(out, "error_vs_remaining.png", panels, "weights remaining (%, log)", "test error (%)", log_x=True)
 
 
 def check_runs(runs: list[Path]) -> list[Check]:
@@ -84,6 +100,7 @@ register(Reproduction(
     seeds=(0, 1, 2),
     check=check,
     check_runs=check_runs,
+    plot=plot,
     metric="test_acc",
     ci=True,
     # 3 prune/retrain rounds to the same per-layer densities; LeNet-300-100: 3 000 dense + 3 x 1 000

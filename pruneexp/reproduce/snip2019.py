@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, register
+from pathlib import Path
+
+from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, plot_panels, register
 
 PAPER_ERROR = {("lenet_300_100", 0.90): 0.0191, ("lenet_300_100", 0.95): 0.016, ("lenet_300_100", 0.98): 0.024,
                ("lenet5_caffe", 0.98): 0.008, ("lenet5_caffe", 0.99): 0.011}
@@ -48,12 +50,18 @@ def setups(steps: dict[str, int], at: tuple[tuple[str, float], ...], evals: int)
             for (net, s) in at for crit in ("snip", "random")}
 
 
-def check(table: pd.DataFrame) -> list[Check]:
+def errors(table: pd.DataFrame) -> dict[tuple[str, str, float], tuple[float, int, float]]:
+    """(network, criterion, sparsity) -> (final test error mean, seeds, std) of every trained setup."""
     last = final_rows(table, ("trained",))
-    net = last["model.name"] if "model.name" in last else "lenet_300_100"
-    crit = last["criterion.name"] if "criterion.name" in last else "snip"
+    net = last["model.name"] if "model.name" in last else ["lenet_300_100"] * len(last)
+    crit = last["criterion.name"] if "criterion.name" in last else ["snip"] * len(last)
     sparsity = (1.0 - last["remaining_mean"]).round(2)
-    err = {(n, c, s): (1.0 - a, int(k)) for n, c, s, a, k in zip(net, crit, sparsity, last["test_acc_mean"], last["seeds"])}
+    return {(n, c, s): (1.0 - a, int(k), 0.0 if pd.isna(sd) else float(sd))
+            for n, c, s, a, k, sd in zip(net, crit, sparsity, last["test_acc_mean"], last["seeds"], last["test_acc_std"])}
+
+
+def check(table: pd.DataFrame) -> list[Check]:
+    err = errors(table)
     checks = []
     for (n, s), paper in PAPER_ERROR.items():
         snip, rand = err.get((n, "snip", s)), err.get((n, "random", s))
@@ -70,12 +78,29 @@ def check(table: pd.DataFrame) -> list[Check]:
     return checks
 
 
+def plot(table: pd.DataFrame, out: Path) -> None:
+    """error_vs_sparsity.png: final test error of SNIP and random at init against sparsity, one panel
+    per network, with the paper's SNIP errors (Table 2) as stars."""
+    err = errors(table)
+    panels = {}
+    for net in dict.fromkeys(n for n, _, _ in err):
+        lines = []
+        for crit, fmt in (("snip", "o-"), ("random", "s--")):
+            pts = sorted((s, e) for (n, c, s), e in err.items() if n == net and c == crit)
+            lines.append((crit, [100 * s for s, _ in pts], [100 * e[0] for _, e in pts], [100 * e[2] for _, e in pts], fmt))
+        paper = sorted((s, e) for (n, s), e in PAPER_ERROR.items() if n == net)
+        lines.append(("SNIP, paper (Table 2)", [100 * s for s, _ in paper], [100 * e for _, e in paper], [], "k*"))
+        panels[net] = lines
+    plot_panels(out, "error_vs_sparsity.png", panels, "sparsity (%)", "final test error (%, log)", log_y=True)
+
+
 register(Reproduction(
     name="snip2019",
     paper="Lee et al. 2019, SNIP at initialisation vs random, LeNet-300-100 and LeNet-5-Caffe on MNIST",
     setups=setups(STEPS, tuple(PAPER_ERROR), evals=6),
     seeds=(0, 1, 2),
     check=check,
+    plot=plot,
     metric="test_acc",
     ci=True,
     # LeNet-300-100 at 90/95/98 % (3 000 steps) and LeNet-5-Caffe at 99 % (600 steps: a LeNet-5-Caffe
