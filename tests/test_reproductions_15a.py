@@ -90,13 +90,13 @@ def table(rows):
     return pd.DataFrame(rows)
 
 
-def test_snip_check_reads_each_network_and_sparsity():
+def test_snip_check_reads_each_network_and_sparsity(tmp_path):
     spec = REPRODUCTIONS.get("snip2019")
     rows = []
     for net, s, snip_err, rand_err in (("lenet_300_100", 0.9, 0.020, 0.025), ("lenet5_caffe", 0.99, 0.020, 0.015)):
         for crit, err in (("snip", snip_err), ("random", rand_err)):
             rows.append({"setup": f"{net}/{crit}/{s}", "model.name": net, "criterion.name": crit, "name": "trained", "level": 2,
-                         "remaining_mean": 1 - s, "test_acc_mean": 1 - err, "seeds": 1})
+                         "remaining_mean": 1 - s, "test_acc_mean": 1 - err, "test_acc_std": float("nan"), "seeds": 1})
     checks = spec.check(table(rows))
     got = {c.claim: c for c in checks}
     assert len(checks) == 4
@@ -107,15 +107,19 @@ def test_snip_check_reads_each_network_and_sparsity():
     far = got["lenet5_caffe, 99 %: SNIP's test error within 0.4 points of the paper's"]
     assert far.passed is None and far.reproduced is False  # 2.0 vs 1.1: not reproduced, not a failure
     assert got["lenet5_caffe, 99 %: SNIP beats random pruning at initialisation"].reproduced is False
+    spec.plot(table(rows), tmp_path)
+    assert (tmp_path / "error_vs_sparsity.png").stat().st_size > 0
 
 
 def test_gmp_check_and_equal_step_budgets(tmp_path):
     spec = REPRODUCTIONS.get("gmp_vs_oneshot")
-    rows = [{"setup": f"{m}/{s}", "schedule.name": m, "name": n, "level": lvl, "remaining_mean": 1 - s, "test_acc_mean": a, "seeds": 1}
+    rows = [{"setup": f"{m}/{s}", "schedule.name": m, "name": n, "level": lvl, "remaining_mean": 1 - s, "test_acc_mean": a, "test_acc_std": float("nan"), "seeds": 1}
             for m, n, lvl, s, a in (("gmp", "trained", 41, 0.95, 0.98), ("oneshot", "finetuned", 2, 0.95, 0.97),
                                     ("gmp", "trained", 41, 0.98, 0.96), ("oneshot", "finetuned", 2, 0.98, 0.97))]
     checks = spec.check(table(rows))
     assert [c.passed for c in checks] == [True, None] and checks[1].reproduced is False
+    spec.plot(table(rows), tmp_path)
+    assert (tmp_path / "final_acc_vs_sparsity.png").stat().st_size > 0
     runs = []
     for name, sched, phases in (("a", "gmp", {"gmp": 3000}), ("b", "oneshot", {"dense": 1500, "finetune": 1500})):
         d = tmp_path / name
