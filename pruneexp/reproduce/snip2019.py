@@ -13,7 +13,7 @@ Each is PASS when it holds and "not reproduced" (with the numbers) when it does 
 Differences from the paper, stated in checks.md through the training length: the paper trains
 250k iterations (the first 75k at lr 0.1, 0.01, 0.001); the full variant here trains 12k
 (LeNet-300-100, 22 epochs) and 3k (LeNet-5-Caffe, 5.6 epochs: a step of it costs ~15 of
-LeNet-300-100 on a CPU) with the same three phases, the fast one 3k and 600 (and
+LeNet-300-100 on a CPU) with the same three phases, the fast one 3k and 450 (and
 LeNet-5-Caffe at 99 % only). A short training can leave the error above the paper's: such a
 check reads "not reproduced" with the training length in the variant's checks.md.
 snip-public draws the weights it scores and the weights it trains from two independent
@@ -34,7 +34,7 @@ PAPER_ERROR = {("lenet_300_100", 0.90): 0.0191, ("lenet_300_100", 0.95): 0.016, 
 WITHIN = 0.004  # 0.4 error points
 NETS = {"lenet_300_100": [], "lenet5_caffe": ["model=lenet5_caffe"]}
 STEPS = {"lenet_300_100": 12_000, "lenet5_caffe": 3_000}
-FAST_STEPS = {"lenet_300_100": 3_000, "lenet5_caffe": 600}
+FAST_STEPS = {"lenet_300_100": 3_000, "lenet5_caffe": 450}
 FAST_AT = (("lenet_300_100", 0.90), ("lenet_300_100", 0.95), ("lenet_300_100", 0.98), ("lenet5_caffe", 0.99))
 
 
@@ -103,7 +103,7 @@ register(Reproduction(
     plot=plot,
     metric="test_acc",
     ci=True,
-    # LeNet-300-100 at 90/95/98 % (3 000 steps) and LeNet-5-Caffe at 99 % (600 steps: a LeNet-5-Caffe
+    # LeNet-300-100 at 90/95/98 % (3 000 steps) and LeNet-5-Caffe at 99 % (450 steps: a LeNet-5-Caffe
     # step costs ~15 LeNet-300-100 steps on a CPU), SNIP and random, one seed; 98 % on LeNet-5-Caffe
     # is checked by the full variant only
     fast_setups=setups(FAST_STEPS, FAST_AT, evals=1),
