@@ -96,12 +96,13 @@ def test_snip_check_reads_each_network_and_sparsity(tmp_path):
     for net, s, snip_err, rand_err in (("lenet_300_100", 0.9, 0.020, 0.025), ("lenet5_caffe", 0.99, 0.020, 0.015)):
         for crit, err in (("snip", snip_err), ("random", rand_err)):
             rows.append({"setup": f"{net}/{crit}/{s}", "model.name": net, "criterion.name": crit, "name": "trained", "level": 2,
-                         "remaining_mean": 1 - s, "test_acc_mean": 1 - err, "test_acc_std": float("nan"), "seeds": 1})
+                         "remaining_mean": 1 - s, "test_acc_mean": 1 - err, "test_acc_std": float("nan"), "seeds": 1,
+                         "train.duration": "3000it"})
     checks = spec.check(table(rows))
     got = {c.claim: c for c in checks}
     assert len(checks) == 4
     first = got["lenet_300_100, 90 %: SNIP's test error within 0.4 points of the paper's"]
-    assert first.passed is True and "2.00 %" in first.ours  # 2.00 vs 1.91
+    assert first.passed is True and "2.00 % (1 seed(s), trained 3000it)" in first.ours  # 2.00 vs 1.91
     beats = got["lenet_300_100, 90 %: SNIP beats random pruning at initialisation"]
     assert beats.passed is True
     far = got["lenet5_caffe, 99 %: SNIP's test error within 0.4 points of the paper's"]

@@ -50,14 +50,16 @@ def setups(steps: dict[str, int], at: tuple[tuple[str, float], ...], evals: int)
             for (net, s) in at for crit in ("snip", "random")}
 
 
-def errors(table: pd.DataFrame) -> dict[tuple[str, str, float], tuple[float, int, float]]:
-    """(network, criterion, sparsity) -> (final test error mean, seeds, std) of every trained setup."""
+def errors(table: pd.DataFrame) -> dict[tuple[str, str, float], tuple[float, int, float, str]]:
+    """(network, criterion, sparsity) -> (final test error mean, seeds, std, training length) of every
+    trained setup."""
     last = final_rows(table, ("trained",))
     net = last["model.name"] if "model.name" in last else ["lenet_300_100"] * len(last)
     crit = last["criterion.name"] if "criterion.name" in last else ["snip"] * len(last)
+    steps = last["train.duration"] if "train.duration" in last else ["?"] * len(last)
     sparsity = (1.0 - last["remaining_mean"]).round(2)
-    return {(n, c, s): (1.0 - a, int(k), 0.0 if pd.isna(sd) else float(sd))
-            for n, c, s, a, k, sd in zip(net, crit, sparsity, last["test_acc_mean"], last["seeds"], last["test_acc_std"])}
+    return {(n, c, s): (1.0 - a, int(k), 0.0 if pd.isna(sd) else float(sd), str(d))
+            for n, c, s, a, k, sd, d in zip(net, crit, sparsity, last["test_acc_mean"], last["seeds"], last["test_acc_std"], steps)}
 
 
 def check(table: pd.DataFrame) -> list[Check]:
@@ -69,7 +71,8 @@ def check(table: pd.DataFrame) -> list[Check]:
             continue
         where = f"{n}, {100 * s:.0f} %"
         checks.append(claim_check(f"{where}: SNIP's test error within 0.4 points of the paper's",
-                                  f"{pct(paper)} error (Lee et al. 2019, Table 2)", f"{pct(snip[0])} ({snip[1]} seed(s))",
+                                  f"{pct(paper)} error (Lee et al. 2019, Table 2; 250k steps)",
+                                  f"{pct(snip[0])} ({snip[1]} seed(s), trained {snip[3]})",
                                   "|ours - paper| <= 0.4 points", abs(snip[0] - paper) <= WITHIN))
         if rand is not None:
             checks.append(claim_check(f"{where}: SNIP beats random pruning at initialisation", "SNIP < random error",
