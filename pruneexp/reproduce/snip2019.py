@@ -23,9 +23,10 @@ biases are not pruned (they are 0.1 % of LeNet-5-Caffe's parameters, 0.2 % of Le
 
 from __future__ import annotations
 
-import pandas as pd
-
 from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
 
 from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, plot_panels, register
 
@@ -56,7 +57,7 @@ def errors(table: pd.DataFrame) -> dict[tuple[str, str, float], tuple[float, int
     last = final_rows(table, ("trained",))
     net = last["model.name"] if "model.name" in last else ["lenet_300_100"] * len(last)
     crit = last["criterion.name"] if "criterion.name" in last else ["snip"] * len(last)
-    steps = last["train.duration"] if "train.duration" in last else ["?"] * len(last)
+    steps = last["train.duration"] if "train.duration" in last else [""] * len(last)  # one length for all: see check_runs
     sparsity = (1.0 - last["remaining_mean"]).round(2)
     return {(n, c, s): (1.0 - a, int(k), 0.0 if pd.isna(sd) else float(sd), str(d))
             for n, c, s, a, k, sd, d in zip(net, crit, sparsity, last["test_acc_mean"], last["seeds"], last["test_acc_std"], steps)}
@@ -72,13 +73,23 @@ def check(table: pd.DataFrame) -> list[Check]:
         where = f"{n}, {100 * s:.0f} %"
         checks.append(claim_check(f"{where}: SNIP's test error within 0.4 points of the paper's",
                                   f"{pct(paper)} error (Lee et al. 2019, Table 2; 250k steps)",
-                                  f"{pct(snip[0])} ({snip[1]} seed(s), trained {snip[3]})",
+                                  f"{pct(snip[0])} ({snip[1]} seed(s){', trained ' + snip[3] if snip[3] else ''})",
                                   "|ours - paper| <= 0.4 points", abs(snip[0] - paper) <= WITHIN))
         if rand is not None:
             checks.append(claim_check(f"{where}: SNIP beats random pruning at initialisation", "SNIP < random error",
                                       f"SNIP {pct(snip[0])}, random {pct(rand[0])} ({rand[1]} seed(s))",
                                       "SNIP's mean error < random's", snip[0] < rand[0]))
     return checks
+
+
+def check_runs(runs: list[Path]) -> list[Check]:
+    """The training length of the runs behind the numbers, per network (reported, no verdict)."""
+    lengths: dict[str, set[str]] = {}
+    for run in runs:
+        cfg = OmegaConf.load(run / "config.yaml")
+        lengths.setdefault(str(cfg.model.name), set()).add(str(cfg.train.duration))
+    return [Check("training length of the runs (steps of batch 100)", "250k iterations (lr 0.1 / 0.01 / 0.001 for 25k each, then less)",
+                  "; ".join(f"{n}: {', '.join(sorted(d))}, lr 0.1 / 0.01 / 0.001 for a third each" for n, d in lengths.items()), "-", None)]
 
 
 def plot(table: pd.DataFrame, out: Path) -> None:
@@ -103,6 +114,7 @@ register(Reproduction(
     setups=setups(STEPS, tuple(PAPER_ERROR), evals=6),
     seeds=(0, 1, 2),
     check=check,
+    check_runs=check_runs,
     plot=plot,
     metric="test_acc",
     ci=True,
