@@ -41,7 +41,7 @@ class ModelConfig:
 
     name: str = MISSING
     source: str = "pruneexp"  # or "torchvision": any torchvision classification model by name
-    init: str = "default"  # default | kaiming_normal | glorot_normal | glorot_uniform
+    init: str = "default"  # default | kaiming_normal | glorot_normal | glorot_uniform | variance_scaling
 
 
 @dataclass
@@ -61,6 +61,9 @@ class PruneConfig:
     group_reduce: str = "sum"  # how element scores become group scores: sum | mean | l2
     exclude: List[str] = field(default_factory=list)  # parameter-name globs, or @first / @last
     layer_rates: Dict[str, float] = field(default_factory=dict)  # glob|@first|@last -> rate multiplier
+    # glob|@first|@last -> the layer's own final sparsity (layerwise scope; layers not named get
+    # `sparsity`); e.g. Han et al. 2015's per-layer densities. imp reaches it over its levels.
+    layer_sparsity: Dict[str, float] = field(default_factory=dict)
     layer_types: List[str] = field(default_factory=lambda: ["linear", "conv"])
     n: int = 2  # N:M
     m: int = 4
@@ -228,7 +231,7 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 # Keys added since runs were first hashed, with the value under which they compute exactly what
 # runs did before they existed: at that value a key is left out of the hash (so finished runs keep
 # their names); any other value enters it.
-HASH_NEUTRAL = {"train.optimizer_impl": "foreach"}
+HASH_NEUTRAL: dict[str, Any] = {"train.optimizer_impl": "foreach", "prune.layer_sparsity": {}}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

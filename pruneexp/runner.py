@@ -192,7 +192,7 @@ def check_layers(cfg: DictConfig, input_shape: Any, num_classes: int) -> None:
     matches nothing is refused with the list of layer names."""
     from pruneexp.models import model_from_config
     from pruneexp.pruning.masks import prunable_weights
-    from pruneexp.pruning.select import layer_targets
+    from pruneexp.pruning.select import explicit_layer_targets, layer_targets
 
     p = cfg.prune
     with torch.random.fork_rng(devices=[]):
@@ -202,6 +202,8 @@ def check_layers(cfg: DictConfig, input_shape: Any, num_classes: int) -> None:
         layer_targets(names, 0.0, dict(p.layer_rates))
         # the largest per-level rate the schedule asks of the selector: imp's rate, else the sparsity
         layer_targets(names, cfg.schedule.get("rate", cfg.sparsity), dict(p.layer_rates))
+    if p.get("layer_sparsity"):
+        explicit_layer_targets(names, cfg.sparsity, dict(p.layer_sparsity))
 
 
 def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:

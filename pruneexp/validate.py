@@ -25,6 +25,9 @@ from pruneexp.train.durations import check as check_duration
 from pruneexp.train.durations import to_steps
 from pruneexp.train.optim import LR_SCHEDULES, OPTIMIZER_IMPLS, OPTIMIZERS
 
+# Schedules that prune straight to the final targets (oneshot) or walk towards them level by level (imp)
+LAYER_SPARSITY_SCHEDULES = ("oneshot", "oneshot_rewind", "imp")
+
 
 class UnsupportedPair(PruneexpError):
     """The criterion cannot score the granularity (a sweep may skip such runs: skip_unsupported=true)."""
@@ -103,6 +106,15 @@ def validate(cfg: Any) -> None:
         raise PruneexpError(f"prune.scope=row compares weights within each output row; it needs prune.granularity=weight, not {p.granularity}.")
     if p.layer_rates and p.scope != "layerwise":
         raise PruneexpError(f"prune.layer_rates needs prune.scope=layerwise: a {p.scope} allocation has no per-layer rate.")
+    if p.layer_sparsity:
+        if p.scope != "layerwise" or p.layer_rates:
+            raise PruneexpError("prune.layer_sparsity needs prune.scope=layerwise and no prune.layer_rates: it sets each layer's sparsity itself.")
+        if cfg.schedule.name not in LAYER_SPARSITY_SCHEDULES:
+            raise PruneexpError(f"prune.layer_sparsity gives final per-layer targets, which schedule={cfg.schedule.name} does not "
+                                f"walk towards; it works with {', '.join(LAYER_SPARSITY_SCHEDULES)}.")
+        if cfg.schedule.name == "imp" and cfg.schedule.target is not None:
+            raise PruneexpError("prune.layer_sparsity with schedule=imp reaches its targets at the last of schedule.levels; "
+                                "schedule.target must be null.")
     if cfg.criterion.batches < 1 or cfg.criterion.batch_size < 1:
         raise PruneexpError("criterion.batches and criterion.batch_size must be at least 1.")
     t = cfg.train

@@ -17,7 +17,7 @@ MNIST, CIFAR, DIGITS, MNIST1D = (1, 28, 28), (3, 32, 32), (1, 8, 8), (40,)
 
 CASES = (
     [(n, s, 10) for n in ("mlp", "lenet_300_100", "residual_mlp") for s in (MNIST, DIGITS, MNIST1D)]
-    + [(n, s, 10) for n in ("lenet5", "conv2", "conv4", "conv6") for s in (MNIST, CIFAR)]
+    + [(n, s, 10) for n in ("lenet5", "lenet5_caffe", "conv2", "conv4", "conv6") for s in (MNIST, CIFAR)]
     + [(n, CIFAR, k) for n in ("vgg11", "vgg16", "resnet20", "resnet56") for k in (10, 100)]
     + [("resnet20", MNIST, 10), ("vit", MNIST, 10), ("vit", (1, 28, 28), 100)]
 )

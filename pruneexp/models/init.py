@@ -7,6 +7,10 @@
 - ``glorot_uniform``: Glorot & Bengio 2010, uniform variant.
 - ``normal``: N(0, 0.01²), Lasagne's `init.Normal()` default, used by Molchanov et al. 2017's
   reference code for sparse variational dropout.
+- ``variance_scaling``: TensorFlow 1's `tf.variance_scaling_initializer()` at its defaults
+  (scale 1, fan-in, truncated normal cut at 2 std, std sqrt(1/fan_in) / 0.8796 so that the
+  truncated draw has variance 1/fan_in): the "vs" initialiser of SNIP (Lee et al. 2019,
+  snip-public network.py).
 
 Every non-default scheme sets each Conv/Linear weight and zeroes its bias; BatchNorm is untouched.
 """
@@ -25,7 +29,18 @@ _WEIGHT_INITS: dict[str, Callable[[torch.Tensor], object]] = {
     "glorot_normal": nn.init.xavier_normal_,
     "glorot_uniform": nn.init.xavier_uniform_,
     "normal": lambda w: nn.init.normal_(w, 0.0, 0.01),
+    "variance_scaling": lambda w: variance_scaling_(w),
 }
+
+TRUNC_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
+
+
+def variance_scaling_(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """TF 1's variance_scaling_initializer (mode fan_in, truncated normal): N(0, s^2) cut at +-2 s,
+    s = sqrt(scale / fan_in) / TRUNC_STD, which leaves the draw with variance scale / fan_in."""
+    fan_in = nn.init._calculate_fan_in_and_fan_out(w)[0]
+    std = (scale / fan_in) ** 0.5 / TRUNC_STD
+    return nn.init.trunc_normal_(w, std=std, a=-2 * std, b=2 * std)
 
 INIT_SCHEMES: tuple[str, ...] = ("default", *_WEIGHT_INITS)
 

@@ -34,7 +34,7 @@ from pruneexp.pruning.groups import GRANULARITIES, Granularity, nm_keep
 from pruneexp.pruning.masks import MaskSet, match_layers
 
 SCOPES = ("global", "layerwise", "erk", "row")
-__all__ = ["GRANULARITIES", "SCOPES", "erk_densities", "layer_targets", "n_to_keep", "select", "top_k_mask"]
+__all__ = ["GRANULARITIES", "SCOPES", "erk_densities", "explicit_layer_targets", "layer_targets", "n_to_keep", "select", "top_k_mask"]
 
 
 def layer_targets(names: list[str], sparsity: float, layer_rates: Mapping[str, float]) -> dict[str, float]:
@@ -52,6 +52,25 @@ def layer_targets(names: list[str], sparsity: float, layer_rates: Mapping[str, f
     if bad:
         raise PruneexpError(f"prune.layer_rates push layers outside sparsity [0, 1): {bad}.")
     return targets
+
+
+def explicit_layer_targets(names: list[str], sparsity: float, layer_sparsity: Mapping[str, float],
+                           fraction: float = 1.0) -> dict[str, float]:
+    """Per-layer sparsity given explicitly (`prune.layer_sparsity`: glob, `@first` or `@last` ->
+    the layer's final sparsity s_l; the last matching rule wins; layers not named get `sparsity`).
+    At `fraction` f of the way through an iterative schedule (level k of n: f = k/n) a layer's
+    density is (1 - s_l)^f, the same share of its remaining weights removed at every level, so
+    that the last level lands on s_l exactly."""
+    target = dict.fromkeys(names, float(sparsity))
+    for pattern, s in layer_sparsity.items():
+        hit = match_layers(names, pattern)
+        if not hit:
+            raise PruneexpError(f"prune.layer_sparsity pattern '{pattern}' matches no prunable layer; layers are: {', '.join(names)}.")
+        if not 0.0 <= float(s) < 1.0:
+            raise PruneexpError(f"prune.layer_sparsity['{pattern}']={s} is outside [0, 1).")
+        for n in hit:
+            target[n] = float(s)
+    return {n: 1.0 - (1.0 - s) ** fraction for n, s in target.items()}
 
 
 def n_to_keep(numel: int, sparsity: float) -> int:

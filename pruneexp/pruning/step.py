@@ -19,7 +19,7 @@ from pruneexp.pruning.channels import with_channel_footprint
 from pruneexp.pruning.criteria import ScoreContext, score
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
-from pruneexp.pruning.select import select
+from pruneexp.pruning.select import explicit_layer_targets, select
 
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
@@ -36,6 +36,8 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
     ctx = ScoreContext(model=model, params={n: w for n, w in params.items() if n not in frozen}, masks=masks,
                        batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran)
     scored = score(criterion.name, ctx)
+    if layer_sparsity is None and prune.get("layer_sparsity"):  # explicit final per-layer targets (oneshot)
+        layer_sparsity = explicit_layer_targets([n for n in params if n not in frozen], sparsity, dict(prune.layer_sparsity))
     new = select(scored.scores, sparsity, masks, scope=prune.scope, granularity=gran, layer_rates=dict(prune.layer_rates),
                  group_reduce=prune.group_reduce, frozen=frozen, layer_sparsity=layer_sparsity)
     if gran.kind == "channel":

@@ -63,6 +63,57 @@ class Reproduction:
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 
 
+def pct(x: float) -> str:
+    """An accuracy or error as the checks print it: 98.31 %."""
+    return f"{100 * x:.2f} %"
+
+
+def final_rows(table: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
+    """The last level named in `names` of every setup that has one (e.g. "trained", "finetuned": a
+    run stopped before its end holds only earlier levels and is left out)."""
+    table = table[table["name"].isin(names)]
+    return table.loc[table.groupby("setup", sort=False)["level"].idxmax()].copy()
+
+
+Line = tuple[str, list[float], list[float], list[float], str]  # label, x, y, y spread (or []), matplotlib format
+
+
+def plot_panels(out: Path, filename: str, panels: dict[str, list[Line]], xlabel: str, ylabel: str, log_x: bool = False,
+                log_y: bool = False) -> None:
+    """One figure of side-by-side panels (e.g. one per network), each with its labelled lines (ours
+    with error bars over seeds, the paper's numbers as markers), written atomically to out/filename."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pruneexp.io import atomic_write
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), dpi=120, squeeze=False)
+    for ax, (title, lines) in zip(axes[0], panels.items()):
+        for label, x, y, spread, fmt in lines:
+            ax.errorbar(x, y, yerr=spread or None, fmt=fmt, capsize=3, label=label)
+        if log_x:
+            ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(out / filename, lambda p: fig.savefig(p, format="png"))
+    plt.close(fig)
+
+
+def claim_check(claim: str, paper: str, ours: str, tolerance: str, holds: bool) -> Check:
+    """A claim about the paper's numbers: PASS when ours bear it out, else "not reproduced" with the
+    numbers (a faithful attempt that does not show it is reported, not failed)."""
+    return Check(claim=claim, paper=paper, ours=("" if holds else "not reproduced: ") + ours, tolerance=tolerance,
+                 passed=True if holds else None, reproduced=None if holds else False)
+
+
 def register(spec: Reproduction) -> Reproduction:
     REPRODUCTIONS.register(spec.name)(spec)
     return spec

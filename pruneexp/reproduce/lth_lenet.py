@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pruneexp.reproduce import Check, Reproduction, register
+from pruneexp.reproduce import Check, Reproduction, pct, register
 
 TOLERANCE = 0.005  # 0.5 accuracy points below the dense network still counts as "keeps"
 CONTROL_BELOW = 0.07  # weights remaining at or below which the ticket must beat reinit
@@ -21,10 +21,6 @@ CONTROL_BELOW = 0.07  # weights remaining at or below which the ticket must beat
 
 def setup_rows(table: pd.DataFrame, retrain: str) -> pd.DataFrame:
     return table[table["schedule.retrain"] == retrain].sort_values("level")
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
 
 
 def check(table: pd.DataFrame) -> list[Check]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruneexp.reproduce import Check, Reproduction, register
+from pruneexp.reproduce import Check, Reproduction, final_rows, pct, register
 from pruneexp.results.store import atomic_write
 
 STEPS = 11_000  # 20 epochs of 550 batches of 100 (55 000 training examples after the 5 000 held out)
@@ -65,16 +65,11 @@ def method_of(row: pd.Series) -> str:
 def finals(table: pd.DataFrame) -> pd.DataFrame:
     """The trained level of every setup that has one (a run stopped before the end holds only its
     untrained levels and is left out), labelled by dataset, method and target sparsity."""
-    table = table[table["name"].isin(FINAL_LEVELS)]
-    last = table.loc[table.groupby("setup", sort=False)["level"].idxmax()].copy()
+    last = final_rows(table, FINAL_LEVELS)
     last["method"] = [method_of(r) for _, r in last.iterrows()]
     last["data"] = last["dataset.name"] if "dataset.name" in last else "mnist"
     last["target"] = (1.0 - last["remaining_mean"]).round(2)
     return last
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
 
 
 def check(table: pd.DataFrame) -> list[Check]:

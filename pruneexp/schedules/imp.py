@@ -33,7 +33,7 @@ from pruneexp.config import FinetuneConfig, ScheduleConfig
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
-from pruneexp.pruning.select import imp_layer_sparsity, imp_sparsity, select
+from pruneexp.pruning.select import explicit_layer_targets, imp_layer_sparsity, imp_sparsity, select
 from pruneexp.schedules import SCHEDULES
 from pruneexp.schedules.context import Level, RunContext
 from pruneexp.train import TrainResult, TrainState, steps_per_epoch, train
@@ -114,12 +114,17 @@ def rewind_step(ctx: RunContext) -> int:
     return step
 
 
-def prune_level(ctx: RunContext, model: nn.Module, masks: MaskSet) -> MaskSet:
+def prune_level(ctx: RunContext, model: nn.Module, masks: MaskSet, level: int) -> MaskSet:
     """Remove `schedule.rate` of the remaining groups (weights, or units/blocks at coarser
     granularity, as the selector counts them): per layer (with `prune.layer_rates`, e.g. the output
-    layer at half rate) under layerwise scope, over all layers under global scope."""
+    layer at half rate) under layerwise scope, over all layers under global scope. With
+    `prune.layer_sparsity` (explicit final per-layer sparsities, Han et al. 2015) level k of n
+    prunes each layer to density (1 - s_l)^(k/n) instead, landing on s_l at the last level."""
     rate, p = ctx.cfg.schedule.rate, ctx.cfg.prune
     gran = Granularity.from_cfg(p)
+    if p.get("layer_sparsity"):
+        return ctx.prune(model, masks, 0.0, layer_sparsity=explicit_layer_targets(
+            list(masks.weights), ctx.cfg.sparsity, dict(p.layer_sparsity), fraction=level / ctx.cfg.schedule.levels))
     if p.scope == "layerwise":
         return ctx.prune(model, masks, 0.0, layer_sparsity=imp_layer_sparsity(masks, rate, dict(p.layer_rates), gran))
     frozen = ctx.channel_frozen(model) if gran.kind == "channel" else ()
@@ -164,7 +169,7 @@ class TicketMasks:
         else:
             train(model, self.ctx.data, before, self.ctx.train_cfg(), seed=self.ctx.cfg.seed, task=self.ctx.task,
                   state=self.snapshot, quiet=True)
-        masks = prune_level(self.ctx, model, before)
+        masks = prune_level(self.ctx, model, before, level)
         self.ctx.ticket_files.save(self.name(level), masks.state_dict())
         return masks
 
@@ -219,7 +224,7 @@ def imp(ctx: RunContext) -> Iterator[Level]:
 
         def work(k: int = k, before: MaskSet = before) -> tuple[MaskSet, TrainResult]:
             if tickets is None:
-                masks = prune_level(ctx, model, before)
+                masks = prune_level(ctx, model, before, k)
                 if s.retrain == "rewind":
                     ctx.ticket_files.save(TicketMasks.name(k), masks.state_dict())
             elif s.retrain == "reinit":
