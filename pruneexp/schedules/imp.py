@@ -58,9 +58,10 @@ class ImpConfig(ScheduleConfig):
     # controls reinit | random_mask (on the masks of the rewind trajectory)
     retrain: str = "rewind"
     rewind: str = "0it"  # the rewind point: "0it" (lottery ticket), "500it", "1ep" (late rewinding)
-    # retrain=reinit: compute only these levels in this invocation (a reinit level depends only on
-    # the ticket's mask at that level, as OpenLTH's per-level branches); the run stays "partial"
-    # and a later invocation without it computes the rest. Does not change results, so not hashed.
+    # retrain=reinit or random_mask: compute only these levels in this invocation (a reinit level
+    # depends only on the ticket's mask at that level, as OpenLTH's per-level branches; a random
+    # mask on the masks drawn before it, which are drawn again without training); the run stays
+    # "partial" and a later invocation without it computes the rest. Does not change results, so not hashed.
     only_levels: Optional[List[int]] = None
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(lr=0.001, lr_schedule="constant"))
     # geometric: each level prunes `rate` of the remaining groups, (1 - rate)^k kept after k levels;
@@ -113,9 +114,9 @@ def check(cfg: Any) -> None:
             raise PruneexpError(f"schedule.mask_step applies to retrain=rewind and its controls, not retrain={s.retrain}.")
     only = s.get("only_levels")
     if only is not None:
-        if s.retrain != "reinit":
-            raise PruneexpError(f"schedule.only_levels applies to retrain=reinit only: level k of retrain={s.retrain} is "
-                                f"{'drawn inside' if s.retrain == 'random_mask' else 'pruned from'} level k-1, so its levels run in order.")
+        if s.retrain not in CONTROLS:
+            raise PruneexpError(f"schedule.only_levels applies to the controls (retrain=reinit, random_mask) only: level k "
+                                f"of retrain={s.retrain} is pruned from the trained level k-1, so its levels run in order.")
         if s.target is not None:
             raise PruneexpError("schedule.only_levels needs schedule.target=null: the levels are counted, not searched for.")
         outside = [k for k in only if not 1 <= k <= s.levels]
@@ -288,10 +289,14 @@ def imp(ctx: RunContext) -> Iterator[Level]:
                               snapshot)
 
     only = None if s.get("only_levels") is None else set(s.only_levels)
+    before = level.masks
     for k in range(1, s.levels + 1):
         if only is not None and k not in only and not ctx.finished(k):
-            continue  # a reinit level left for a later invocation (it needs no level before it)
-        before = level.masks
+            # a level left for a later invocation: a reinit level needs no level before it; a random
+            # mask is drawn inside the last one, so its mask is drawn (seeded, cheap) but not trained
+            if s.retrain == "random_mask":
+                before = random_masks(before, tickets(k), level_seed(ctx.cfg.seed, k))
+            continue
 
         def work(k: int = k, before: MaskSet = before) -> tuple[MaskSet, TrainResult]:
             if tickets is None:
@@ -308,6 +313,7 @@ def imp(ctx: RunContext) -> Iterator[Level]:
             return masks, result
 
         level = ctx.level(k, f"level_{k}", model, before, work)
+        before = level.masks
         yield level
         if s.target is not None and level.masks.report(model).sparsity >= s.target:
             break
