@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pruneexp import plots
 from pruneexp.reproduce import Check, Reproduction, register
-from pruneexp.results.store import atomic_write
 
 RATIOS = (2, 4, 8, 16, 32)
 HIGH = 16  # global >= layerwise from this compression on
@@ -87,11 +87,9 @@ def plot_runs(runs: list[Path], out: Path) -> None:
     """accuracy_vs_flops_speedup.png: final test accuracy (after fine-tuning, solid; before, dashed)
     against theoretical speedup (dense FLOPs / FLOPs of the kept weights, log), one line per scope,
     mean ± std over seeds, points labelled by compression ratio."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+
+    plt = plots._pyplot()
 
     per_run = finals(runs)
     if per_run.empty:
@@ -117,8 +115,7 @@ def plot_runs(runs: list[Path], out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(out / "accuracy_vs_flops_speedup.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    plots.save(fig, out / "accuracy_vs_flops_speedup.png")
 
 
 register(Reproduction(

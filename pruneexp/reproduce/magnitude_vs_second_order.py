@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pruneexp import plots
 from pruneexp.reproduce import Check, Reproduction, register
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.98)
@@ -116,13 +117,7 @@ def plot(table: pd.DataFrame, out) -> None:
     """pruned_acc_vs_sparsity.png: test accuracy of the pruned network (no fine-tuning) against
     sparsity, one panel per (dataset, model), one line per criterion, mean ± std over seeds, the
     dense accuracy dotted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pruneexp.results.store import atomic_write
-
+    plt = plots._pyplot()
     rows = pruned_levels(table)
     pairs = list(dict.fromkeys(rows["pair"]))
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4), dpi=120, squeeze=False)
@@ -142,8 +137,7 @@ def plot(table: pd.DataFrame, out) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    atomic_write(out / "pruned_acc_vs_sparsity.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    plots.save(fig, out / "pruned_acc_vs_sparsity.png")
 
 
 register(Reproduction(
