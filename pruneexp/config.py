@@ -68,6 +68,9 @@ class PruneConfig:
     n: int = 2  # N:M
     m: int = 4
     block: List[int] = field(default_factory=lambda: [4, 4])
+    # Prune each layer's bias with its weights, the two ranked together as one vector (Greydanus's
+    # MNIST-1D notebook); weight granularity, criteria scoring each entry alone (magnitude, random).
+    biases: bool = False
 
 
 @dataclass
@@ -93,6 +96,10 @@ class TrainConfig:
     # `train.optimizer_impl=foreach` finds and reproduces those runs; fused rounds differently, so its
     # runs have their own hash.
     optimizer_impl: str = "fused"
+    # shuffle: a new permutation of the training split every epoch, from (seed, epoch); fixed: the
+    # split in its stored order every epoch, batch i = examples [i*bs, (i+1)*bs) (Greydanus's
+    # MNIST-1D notebook, `bix = step * batch_size % n`)
+    batch_order: str = "shuffle"
 
 
 @dataclass
@@ -231,7 +238,8 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 # Keys added since runs were first hashed, with the value under which they compute exactly what
 # runs did before they existed: at that value a key is left out of the hash (so finished runs keep
 # their names); any other value enters it.
-HASH_NEUTRAL: dict[str, Any] = {"train.optimizer_impl": "foreach", "prune.layer_sparsity": {}}
+HASH_NEUTRAL: dict[str, Any] = {"train.optimizer_impl": "foreach", "train.batch_order": "shuffle", "prune.biases": False,
+                                "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

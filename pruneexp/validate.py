@@ -15,6 +15,7 @@ from pruneexp.data import DATASETS
 from pruneexp.errors import PruneexpError
 from pruneexp.measure.latency import Target
 from pruneexp.models import MODELS
+from pruneexp.pruning.biases import CRITERIA as BIAS_CRITERIA
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
 from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
 from pruneexp.pruning.select import SCOPES
@@ -115,11 +116,23 @@ def validate(cfg: Any) -> None:
         if cfg.schedule.name == "imp" and cfg.schedule.target is not None:
             raise PruneexpError("prune.layer_sparsity with schedule=imp reaches its targets at the last of schedule.levels; "
                                 "schedule.target must be null.")
+        if p.biases or cfg.schedule.get("rounds", "geometric") == "linear":
+            raise PruneexpError("prune.layer_sparsity sets each layer's final sparsity itself; it does not combine with "
+                                "prune.biases=true or schedule.rounds=linear.")
+    if p.biases:
+        if p.granularity != "weight" or p.scope not in ("layerwise", "global"):
+            raise PruneexpError(f"prune.biases=true ranks each layer's bias with its weights as one vector; it needs "
+                                f"prune.granularity=weight and prune.scope=layerwise or global (got {p.granularity}, {p.scope}).")
+        if cfg.criterion.name not in BIAS_CRITERIA:
+            raise PruneexpError(f"prune.biases=true scores biases as weights, which criterion '{cfg.criterion.name}' cannot "
+                                f"(it scores a weight from its layer's inputs or gradients); use one of: {', '.join(BIAS_CRITERIA)}.")
     if cfg.criterion.batches < 1 or cfg.criterion.batch_size < 1:
         raise PruneexpError("criterion.batches and criterion.batch_size must be at least 1.")
     t = cfg.train
     if t.optimizer not in OPTIMIZERS:
         raise PruneexpError(f"Unknown train.optimizer '{t.optimizer}'; known: {', '.join(OPTIMIZERS)}.")
+    if t.batch_order not in ("shuffle", "fixed"):
+        raise PruneexpError(f"Unknown train.batch_order '{t.batch_order}'; known: shuffle, fixed.")
     if t.optimizer_impl not in OPTIMIZER_IMPLS:
         raise PruneexpError(f"Unknown train.optimizer_impl '{t.optimizer_impl}'; known: {', '.join(OPTIMIZER_IMPLS)}.")
     phases = [("train", t)] + ([("schedule.finetune", cfg.schedule.finetune)] if "finetune" in cfg.schedule else [])

@@ -248,9 +248,21 @@ def test_reinit_levels_run_apart_equal_one_full_run(make_cfg, tmp_path):
     assert logs[0].equals(logs[1])
 
 
+def test_random_mask_levels_run_apart_equal_one_full_run(make_cfg, tmp_path):
+    """A random-mask level is drawn inside the level before it: with schedule.only_levels the skipped
+    levels' masks are drawn (not trained), so level 3 alone, then the rest, equals one full run."""
+    IMP = [*globals()["IMP"], "schedule.retrain=random_mask"]
+    full = run(make_cfg(*IMP, f"results_dir={tmp_path / 'full'}"))
+    first = run(make_cfg(*IMP, "schedule.only_levels=[3]"))
+    assert [r["level"] for r in first.levels] == [0, 3]
+    assert layer_masks(first.directory, 3).equal(layer_masks(full.directory, 3))
+    rest = run(make_cfg(*IMP))
+    for name in ("levels.csv", "layers.csv"):
+        assert (rest.directory / name).read_bytes() == (full.directory / name).read_bytes(), name
+
+
 @pytest.mark.parametrize("bad, message", [
-    (["schedule.only_levels=[1]"], "applies to retrain=reinit only"),  # the ticket's levels chain
-    (["schedule.retrain=random_mask", "schedule.only_levels=[1]"], "drawn inside level k-1"),
+    (["schedule.only_levels=[1]"], "applies to the controls"),  # the ticket's levels chain
     (["schedule.retrain=reinit", "schedule.only_levels=[0,4]"], r"must name levels in 1\.\.3"),
     (["schedule.retrain=reinit", "schedule.only_levels=[2]", "schedule.target=0.5"], "schedule.target=null"),
 ])

@@ -1,6 +1,6 @@
 """The prune step, one plain function that schedules, sparsifiers, the oracle and notebooks share:
 
-    scores = criterion(model, batches, loss)                 # score
+    scores = criterion(model, batches, loss)                 # score (+ the biases, prune.biases=true)
     masks  = select(scores, target, scope, granularity, ...) # select
     masks  = with_channel_footprint(model, masks)            # a unit's bias and BatchNorm go with it
     update(model, masks)                                     # only weight-correcting criteria (obs)
@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from torch import Tensor, nn
 
+from pruneexp.pruning import biases as joint
 from pruneexp.pruning.channels import with_channel_footprint
 from pruneexp.pruning.criteria import ScoreContext, score
 from pruneexp.pruning.groups import Granularity
@@ -31,15 +32,24 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
     select to `sparsity` (or to explicit per-layer targets under layerwise scope) with the selector
     settings of the `prune` node, extend channel masks to their footprint, apply the criterion's
     weight update if it has one, then the masks; return the new masks. Layers in `frozen` keep
-    their masks and are not scored."""
+    their masks and are not scored. With `prune.biases` each layer's bias is scored beside its
+    weights and selected with them as one vector (`pruneexp.pruning.biases`)."""
     gran = Granularity.from_cfg(prune)
-    ctx = ScoreContext(model=model, params={n: w for n, w in params.items() if n not in frozen}, masks=masks,
+    scored_params = {n: w for n, w in params.items() if n not in frozen}
+    biases = joint.layer_biases(model, scored_params) if prune.get("biases", False) else {}
+    named = dict(model.named_parameters())
+    ctx = ScoreContext(model=model, params={**scored_params, **{b: named[b] for b in biases.values()}}, masks=masks,
                        batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran)
     scored = score(criterion.name, ctx)
     if layer_sparsity is None and prune.get("layer_sparsity"):  # explicit final per-layer targets (oneshot)
         layer_sparsity = explicit_layer_targets([n for n in params if n not in frozen], sparsity, dict(prune.layer_sparsity))
-    new = select(scored.scores, sparsity, masks, scope=prune.scope, granularity=gran, layer_rates=dict(prune.layer_rates),
-                 group_reduce=prune.group_reduce, frozen=frozen, layer_sparsity=layer_sparsity)
+    pick = dict(scope=prune.scope, granularity=gran, layer_rates=dict(prune.layer_rates), group_reduce=prune.group_reduce,
+                frozen=frozen, layer_sparsity=layer_sparsity)
+    if biases:
+        new = joint.split(select(joint.join(scored.scores, [w for w in masks.weights if w in scored.scores], biases), sparsity, joint.joint_masks(masks, biases), **pick),
+                          masks, biases)
+    else:
+        new = select(scored.scores, sparsity, masks, **pick)
     if gran.kind == "channel":
         new = with_channel_footprint(model, new)
     if scored.update is not None:

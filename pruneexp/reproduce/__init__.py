@@ -49,6 +49,8 @@ class Reproduction:
     fast_seeds: tuple[int, ...] = (0,)
     fast_setups: dict[str, list[str]] | None = None  # the fast variant's setups, where they differ (None: `setups`)
     plot: Callable[[pd.DataFrame, Path], None] | None = None  # a figure of its own beside the report's (table, folder)
+    # a figure drawn from the run directories themselves (e.g. levels.csv's FLOPs), beside the report's (runs, folder)
+    plot_runs: Callable[[list[Path], Path], None] | None = None
     metric: str = "test_acc_at_best"  # what the plot shows
     ci: bool = False  # CI runs the fast variant (`pruneexp reproduce --ci`, `make reproduce-fast`)
     # claims read from the run directories themselves (e.g. latency.csv), beside those on the table
@@ -191,6 +193,8 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
     console.print(rich_table(table, f"{name}: {spec.paper}"))
     if spec.plot is not None:
         spec.plot(table, out)
+    if spec.plot_runs is not None:
+        spec.plot_runs(runs, out)
     checks = ((spec.fast_check if fast and spec.fast_check is not None else spec.check)(table)
               + (spec.check_runs(runs) if spec.check_runs is not None else []))
     if fast and not spec.fast_verdicts and spec.fast_check is None:

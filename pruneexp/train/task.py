@@ -40,7 +40,10 @@ class Task:
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2000) -> dict[str, float]:
         """{loss: mean cross-entropy over every target, acc: fraction of targets ranked first,
-        (+ ppl = exp(loss) for a language model)} of `model` in eval mode; its mode is restored."""
+        (+ ppl = exp(loss) for a language model)} of `model` in eval mode; its mode is restored.
+        An empty split (dataset.val_size=0: no validation) gives NaN, so nothing is selected on it."""
+        if len(x) == 0:
+            return self.finish(math.nan, math.nan)
         was_training = model.training
         model.eval()
         loss = torch.zeros((), dtype=torch.float64, device=x.device)

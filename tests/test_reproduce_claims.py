@@ -1,0 +1,83 @@
+"""The claim checks of magnitude_vs_second_order, global_vs_layerwise and mnist1d_lottery_exact on
+hand-made tables and run folders: PASS where the numbers bear the claim out, 'not reproduced' with
+the numbers where they do not (CI not failed), FAIL where runs are missing."""
+
+from __future__ import annotations
+
+import pandas as pd
+import yaml
+
+from pruneexp.reproduce import REPRODUCTIONS, passed, verdict
+
+
+def second_order_table(gaps: dict[float, float]) -> pd.DataFrame:
+    rows = []
+    for s, gap in gaps.items():
+        for crit, acc in (("magnitude", 0.9 - s / 2), ("obs", 0.9 - s / 2 + gap)):
+            rows.append({"setup": f"{crit}/{s}", "level": 1, "name": "pruned", "criterion.name": crit, "sparsity": s,
+                         "remaining_mean": 1 - s, "test_acc_mean": acc, "test_acc_std": 0.0, "seeds": 3})
+    return pd.DataFrame(rows)
+
+
+def test_second_order_claims():
+    check = REPRODUCTIONS.get("magnitude_vs_second_order").check
+    by = {c.claim.split(": ", 1)[1]: c for c in check(second_order_table({0.5: 0.001, 0.8: 0.01, 0.9: 0.05, 0.95: 0.2, 0.98: 0.3}))}
+    assert {verdict(c) for c in by.values()} == {"PASS"}
+    assert "90 %: obs" in by["obs >= magnitude at every sparsity >= 90 % (one-shot, no fine-tuning)"].ours
+    # the gap peaks at 95 %: the strict reading is not reproduced, the source's own words hold
+    checks = check(second_order_table({0.5: 0.001, 0.8: 0.01, 0.9: 0.05, 0.95: 0.2, 0.98: 0.1}))
+    by = {c.claim.split(": ", 1)[1]: c for c in checks}
+    assert verdict(by["the gap obs - magnitude grows with sparsity"]) == "not reproduced"
+    assert "98 %: +10.00" in by["the gap obs - magnitude grows with sparsity"].ours
+    assert verdict(by["the gap above 90 % exceeds the gap at moderate sparsity"]) == "PASS"
+    assert passed(checks)
+    # magnitude ahead at 98 %: not reproduced, with the numbers
+    checks = check(second_order_table({0.5: 0.0, 0.8: 0.01, 0.9: 0.05, 0.95: 0.2, 0.98: -0.01}))
+    first = checks[0]
+    assert verdict(first) == "not reproduced" and "98 %: obs" in first.ours
+
+
+def write_run(root, name, scope, ratio, pruned_acc, final_acc, flop_ratio):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"prune": {"scope": scope}, "seed": 0, "sparsity": 1 - 1 / ratio}))
+    rows = [dict(level=0, name="dense", sparsity=0.0, test_acc=0.9, dense_flops=100, effective_flops=100),
+            dict(level=1, name="pruned", sparsity=1 - 1 / ratio, test_acc=pruned_acc, dense_flops=100, effective_flops=100 * flop_ratio),
+            dict(level=2, name="finetuned", sparsity=1 - 1 / ratio, test_acc=final_acc, dense_flops=100, effective_flops=100 * flop_ratio)]
+    pd.DataFrame(rows).to_csv(run / "levels.csv", index=False)
+    return run
+
+
+def test_global_vs_layerwise_claims_and_speedup_plot(tmp_path):
+    spec = REPRODUCTIONS.get("global_vs_layerwise")
+    runs = [write_run(tmp_path, "g16", "global", 16, 0.6, 0.86, 0.4), write_run(tmp_path, "l16", "layerwise", 16, 0.1, 0.80, 1 / 16),
+            write_run(tmp_path, "g32", "global", 32, 0.3, 0.84, 0.3), write_run(tmp_path, "l32", "layerwise", 32, 0.1, 0.85, 1 / 32),
+            write_run(tmp_path, "g4", "global", 4, 0.9, 0.9, 0.8)]
+    checks = spec.check_runs(runs)
+    by = {c.claim.split(":")[0]: c for c in checks}
+    assert verdict(by["compression 16x"]) == "PASS" and verdict(by["compression 32x"]) == "not reproduced"
+    assert "global 84.00 %, layerwise 85.00 %" in by["compression 32x"].ours
+    assert "16x: 2.50x / 16.00x" in checks[-1].ours and passed(checks)
+    spec.plot_runs(runs, tmp_path / "out")
+    assert (tmp_path / "out" / "accuracy_vs_flops_speedup.png").stat().st_size > 0
+
+
+def test_mnist1d_exact_claims_read_the_87_to_94_percent_band():
+    def rows(retrain, accs, extra=None):
+        return [{"setup": f"{retrain}{extra or ''}", "level": k, "schedule.retrain": retrain, "remaining_mean": 1 - k / 99,
+                 "test_acc_mean": a, "seeds": 3, **(extra or {})} for k, a in accs.items()]
+
+    ticket = {0: 0.65, 50: 0.70, 87: 0.73, 90: 0.74, 93: 0.72, 95: 0.6}
+    random = {0: 0.65, 87: 0.62, 90: 0.61, 93: 0.63, 95: 0.5}
+    table = pd.DataFrame(rows("rewind", ticket) + rows("random_mask", random))
+    checks = REPRODUCTIONS.get("mnist1d_lottery_exact").check(table)
+    assert [verdict(c) for c in checks] == ["PASS", "PASS", "report"]
+    assert "73.0 % vs 62.0 % (gap +11.0 points)" in checks[0].ours and "3 levels" in checks[0].claim
+    close = {k: a - 0.1 if k else a for k, a in ticket.items()}
+    checks = REPRODUCTIONS.get("mnist1d_lottery_exact").check(pd.DataFrame(rows("rewind", close) + rows("random_mask", random)))
+    assert verdict(checks[0]) == "not reproduced" and verdict(checks[1]) == "not reproduced" and passed(checks)
+    # the ablation report names each setup by what it changes from the exact protocol
+    shuffled = rows("rewind", ticket, {"train.batch_order": "shuffle"}) + rows("random_mask", random, {"train.batch_order": "shuffle"})
+    exact = rows("rewind", ticket, {"train.batch_order": "fixed"}) + rows("random_mask", random, {"train.batch_order": "fixed"})
+    report = REPRODUCTIONS.get("mnist1d_lottery_ablation").check(pd.DataFrame(shuffled + exact))
+    assert [c.claim.split(":")[0] for c in report] == ["exact", "batch_order=shuffle"] and "+11.0 points" in report[0].ours
