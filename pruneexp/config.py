@@ -30,7 +30,14 @@ class DatasetConfig:
     # synthetic only
     shape: List[int] = field(default_factory=lambda: [1, 8, 8])
     num_classes: int = 10
-    train_size: int = 512
+    train_size: int = 512  # (markov: sequences generated for train + validation)
+    # language modelling (markov, text); left out of the run hash at these values
+    block_size: int = 64  # tokens per sequence (the model's context)
+    path: str = ""  # text: a local text file ("" = the help topics every Python ships, pydoc_data.topics)
+    vocab_size: int = 16  # markov: symbols
+    order: int = 2  # markov: the next symbol depends on the last `order` symbols
+    concentration: float = 0.3  # markov: Dirichlet concentration of each transition row (lower = lower entropy)
+    chain_seed: int = 0  # markov: the chain itself (the sequences drawn from it use split_seed)
 
 
 @dataclass
@@ -225,7 +232,8 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 # Keys added since runs were first hashed, with the value under which they compute exactly what
 # runs did before they existed: at that value a key is left out of the hash (so finished runs keep
 # their names); any other value enters it.
-HASH_NEUTRAL = {"train.optimizer_impl": "foreach"}
+HASH_NEUTRAL = {"train.optimizer_impl": "foreach", "dataset.block_size": 64, "dataset.path": "", "dataset.vocab_size": 16,
+                "dataset.order": 2, "dataset.concentration": 0.3, "dataset.chain_seed": 0}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

@@ -19,7 +19,7 @@ from pruneexp.pruning.channels import with_channel_footprint
 from pruneexp.pruning.criteria import ScoreContext, score
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
-from pruneexp.pruning.select import select
+from pruneexp.pruning.select import layer_targets, select
 
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
@@ -33,8 +33,13 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
     weight update if it has one, then the masks; return the new masks. Layers in `frozen` keep
     their masks and are not scored."""
     gran = Granularity.from_cfg(prune)
-    ctx = ScoreContext(model=model, params={n: w for n, w in params.items() if n not in frozen}, masks=masks,
-                       batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran)
+    scored_params = {n: w for n, w in params.items() if n not in frozen}
+    targets = None
+    if prune.scope == "layerwise":
+        targets = ({n: float(layer_sparsity[n]) for n in scored_params} if layer_sparsity is not None
+                   else layer_targets(list(scored_params), sparsity, dict(prune.layer_rates)))
+    ctx = ScoreContext(model=model, params=scored_params, masks=masks, batches=batches, loss_fn=loss_fn, cfg=criterion,
+                       seed=seed, granularity=gran, targets=targets)
     scored = score(criterion.name, ctx)
     new = select(scored.scores, sparsity, masks, scope=prune.scope, granularity=gran, layer_rates=dict(prune.layer_rates),
                  group_reduce=prune.group_reduce, frozen=frozen, layer_sparsity=layer_sparsity)
