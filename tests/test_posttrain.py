@@ -119,12 +119,14 @@ def test_sparsegpt_nm_keeps_n_of_every_m_and_the_selector_agrees():
 
 def test_markov_entropy_rate_matches_a_long_empirical_estimate():
     """H = -sum_c pi_c sum_j P_cj log P_cj against the plug-in entropy of (context, next) counts
-    in 400 000 sampled symbols (an order-2 chain over 4 symbols: 16 contexts x 4): within 0.01 nats
-    (the plug-in bias is about (cells - contexts) / 2N ~ 6e-5, its spread about 0.003)."""
+    of 400 000 sampled transitions (2 000 stationary sequences of 202 symbols; an order-2 chain over
+    4 symbols: 16 contexts x 4): within 0.01 nats (the plug-in bias is about (cells - contexts) / 2N
+    ~ 6e-5, its spread about 0.003)."""
     chain = MarkovChain(4, 2, 0.5, seed=3)
-    s = chain.sample(1, 400_002, torch.Generator().manual_seed(0))[0]
-    ctx = s[:-2] * 4 + s[1:-1]
-    counts = torch.zeros(16, 4, dtype=torch.float64).index_put_((ctx, s[2:]), torch.ones(len(ctx), dtype=torch.float64), accumulate=True)
+    s = chain.sample(2000, 202, torch.Generator().manual_seed(0))
+    ctx = (s[:, :-2] * 4 + s[:, 1:-1]).flatten()
+    nxt = s[:, 2:].flatten()
+    counts = torch.zeros(16, 4, dtype=torch.float64).index_put_((ctx, nxt), torch.ones(len(ctx), dtype=torch.float64), accumulate=True)
     p_ctx = counts.sum(1) / counts.sum()
     cond = counts / counts.sum(1, keepdim=True).clamp_min(1)
     empirical = float(-(p_ctx[:, None] * torch.where(cond > 0, cond * cond.log(), torch.zeros_like(cond))).sum())
@@ -167,3 +169,48 @@ def test_posttrain_gpt_on_markov_records_perplexity_and_the_gap_to_the_floor(mak
     wanda = run(make_cfg(*TINY_LM, "criterion=wanda", "prune.scope=row", "prune.granularity=weight", "sparsity=0.5"))
     layers = pd.read_csv(wanda.directory / "layers.csv")
     assert (layers[layers.level == 1]["sparsity"] == 0.5).all()
+
+
+def test_head_masks_zero_exactly_those_heads_and_shrink_matches():
+    """Masking heads {1} of layer 0 and {0, 2} of layer 1: those heads' contexts (their slice of
+    c_proj's input) are exactly zero and every other head's context is unchanged in layer 0 (the
+    first masked layer: its input is unchanged); the physically shrunk model (fewer heads) computes
+    the masked model's logits."""
+    from pruneexp.pruning.heads import attention_layers, head_masks, shrink_heads
+
+    torch.manual_seed(0)
+    model = create_model("gpt", (12,), 7, n_layer=2, n_head=3, n_embd=12)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n.endswith("bias"):
+                p.normal_()  # biases too must go with their head
+    x = torch.randint(0, 7, (4, 12))
+    seen = {}
+    for n, m in attention_layers(model).items():
+        m.c_proj.register_forward_pre_hook(lambda _m, a, n=n: seen.__setitem__(n, a[0].detach().clone()))
+    model(x)
+    dense = dict(seen)
+    params = prunable_weights(model)
+    masks = head_masks(model, MaskSet.dense(params), {"blocks.0.attn": [1], "blocks.1.attn": [0, 2]})
+    masked = create_model("gpt", (12,), 7, n_layer=2, n_head=3, n_embd=12)
+    masked.load_state_dict(model.state_dict())
+    masks.apply_(masked)
+    for n, m in attention_layers(masked).items():
+        m.c_proj.register_forward_pre_hook(lambda _m, a, n=n: seen.__setitem__(n, a[0].detach().clone()))
+    logits = masked(x)
+    ctx0, ctx1 = seen["blocks.0.attn"].view(4, 12, 3, 4), seen["blocks.1.attn"].view(4, 12, 3, 4)
+    assert torch.equal(ctx0[:, :, 1], torch.zeros_like(ctx0[:, :, 1]))
+    assert torch.equal(ctx1[:, :, 0], torch.zeros_like(ctx1[:, :, 0])) and torch.equal(ctx1[:, :, 2], torch.zeros_like(ctx1[:, :, 2]))
+    assert torch.allclose(ctx0[:, :, [0, 2]], dense["blocks.0.attn"].view(4, 12, 3, 4)[:, :, [0, 2]], atol=1e-6)
+    assert ctx1[:, :, 1].abs().sum() > 0
+    shrunk, removed = shrink_heads(model, masks)
+    assert removed == 3 and [m.n_head for m in attention_layers(shrunk).values()] == [2, 1]
+    assert torch.allclose(shrunk(x), logits, atol=1e-5)
+
+
+def test_posttrain_heads_by_michel_score(make_cfg):
+    out = run(make_cfg(*TINY_LM, "schedule.heads=0.5", "sparsity=0.0"))
+    levels = pd.read_csv(out.directory / "levels.csv")
+    # 2 of the 4 heads (8 wide, n_embd 16) removed: each 3 x 8 x 16 c_attn weights and 16 x 8 of c_proj,
+    # out of 2 x (16 x 48 + 16 x 16 + 2 x 16 x 64) = 6144 prunable weights
+    assert math.isclose(levels.iloc[1]["sparsity"], 2 * (3 * 8 * 16 + 16 * 8) / 6144)

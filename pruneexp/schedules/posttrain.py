@@ -14,6 +14,8 @@ The calibration set is the criterion's scoring batches: criterion.batches x crit
 sequences of the training split, the same for every block. Per-layer targets: under
 prune.scope=layerwise every layer gets `sparsity` (times its layer rate); under `row` every output
 row (Wanda); under `global` each block is pruned to `sparsity` over its own layers.
+With schedule.heads > 0 the pruned level removes that fraction of all attention heads instead
+(Michel et al. 2019's importance, or random heads with schedule.head_score=random).
 Levels: 0 dense, 1 pruned, 2 fine-tuned (only when schedule.finetune.duration is not zero).
 """
 
@@ -29,6 +31,7 @@ from torch import nn
 
 from pruneexp.config import FinetuneConfig, ScheduleConfig
 from pruneexp.errors import PruneexpError
+from pruneexp.pruning.heads import attention_layers, head_importance, head_masks, select_heads
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.select import layer_targets
 from pruneexp.pruning.step import prune_step
@@ -43,10 +46,15 @@ class PosttrainConfig(ScheduleConfig):
     sequential: bool = True  # false: every layer scored at once on the dense model (no pruned-input feeding)
     checkpoint: str = ""  # a state dict (torch.save of model.state_dict()) to start from instead of training
     train_dense: bool = True  # false: the weights as built are the dense network (e.g. model=hf from disk)
+    # > 0: remove this fraction of all attention heads instead of pruning weights (pruneexp.pruning.heads)
+    heads: float = 0.0
+    head_score: str = "michel"  # michel: Michel et al. 2019's importance on the calibration batches | random
 
 
 def check(cfg: Any) -> None:
     s = cfg.schedule
+    if not 0.0 <= s.heads < 1.0 or s.head_score not in ("michel", "random"):
+        raise PruneexpError(f"schedule.heads must be in [0, 1) and schedule.head_score michel or random (got {s.heads}, {s.head_score}).")
     if s.checkpoint and not Path(s.checkpoint).expanduser().is_file():
         raise PruneexpError(f"schedule.checkpoint={s.checkpoint} is not a file.")
 
@@ -84,6 +92,20 @@ def prune_sequential(ctx: RunContext, model: nn.Module, masks: MaskSet, sparsity
     return masks
 
 
+def prune_heads(ctx: RunContext, model: nn.Module, masks: MaskSet) -> MaskSet:
+    """Remove schedule.heads of all attention heads, the least important by Michel et al.'s score
+    on the calibration batches (or chosen at random, seeded by the run seed); the masks applied."""
+    s = ctx.cfg.schedule
+    if s.head_score == "michel":
+        scores = head_importance(model, ctx.scoring_batches(), ctx.task.loss)
+    else:
+        gen = torch.Generator().manual_seed(ctx.cfg.seed)
+        scores = {n: torch.rand(m.n_head, generator=gen, dtype=torch.float64) for n, m in attention_layers(model).items()}
+    new = head_masks(model, masks, select_heads(scores, float(s.heads)))
+    new.apply_(model)
+    return new
+
+
 def load_dense(ctx: RunContext, model: nn.Module, masks: MaskSet) -> Any:
     """The dense network: trained (or read from the dense cache), loaded from schedule.checkpoint,
     or taken as built."""
@@ -107,7 +129,8 @@ def posttrain(ctx: RunContext) -> Iterator[Level]:
     dense_masks = ctx.dense_masks(model)
     dense = ctx.level(0, "dense", model, dense_masks, lambda: (dense_masks, load_dense(ctx, model, dense_masks)))
     yield dense
-    pruned = ctx.level(1, "pruned", model, dense.masks, lambda: (prune_sequential(ctx, model, dense.masks, cfg.sparsity), None))
+    prune = prune_heads if cfg.schedule.heads > 0 else lambda c, m, masks: prune_sequential(c, m, masks, cfg.sparsity)
+    pruned = ctx.level(1, "pruned", model, dense.masks, lambda: (prune(ctx, model, dense.masks), None))
     yield pruned
     finetune = ctx.train_cfg(cfg.schedule.finetune)
     if str(cfg.schedule.finetune.duration).rstrip("itep") not in ("0", ""):
