@@ -7,6 +7,7 @@ import itertools
 import math
 
 import pandas as pd
+import pytest
 import torch
 from torch import nn
 
@@ -214,3 +215,60 @@ def test_posttrain_heads_by_michel_score(make_cfg):
     # 2 of the 4 heads (8 wide, n_embd 16) removed: each 3 x 8 x 16 c_attn weights and 16 x 8 of c_proj,
     # out of 2 x (16 x 48 + 16 x 16 + 2 x 16 x 64) = 6144 prunable weights
     assert math.isclose(levels.iloc[1]["sparsity"], 2 * (3 * 8 * 16 + 16 * 8) / 6144)
+
+
+def _gpt_bench_rows(masks_of, forms, device="cpu", dtype="float32"):
+    from omegaconf import OmegaConf
+
+    from pruneexp.config import HardwareConfig
+    from pruneexp.measure.latency import Target, measure_level
+
+    torch.manual_seed(0)
+    model = create_model("gpt", (16,), 11, n_layer=2, n_head=4, n_embd=32)
+    hw = HardwareConfig(name="test", device=device, dtype=dtype, threads=1, batch_sizes=[2], forms=forms, warmup=1, min_reps=3,
+                        min_time_s=0.0)
+    rows = measure_level(model, masks_of(model), (16,), Target.from_config(OmegaConf.structured(hw)))
+    return {r["form"]: r for r in rows}
+
+
+def test_bench_forms_of_a_gpt_with_pruned_heads_and_neurons():
+    """The latency forms on a transformer: dense, masked and CSR of a weight-pruned GPT; the
+    shrunk form of a head-pruned GPT (fewer heads) and of a neuron-pruned one (torch-pruning removes
+    the MLP's dead units), each checked equal to the masked model before it is timed."""
+    from pruneexp.pruning.channels import with_channel_footprint
+    from pruneexp.pruning.heads import head_masks
+
+    def weights(model):
+        g = torch.Generator().manual_seed(0)
+        return MaskSet({n: torch.rand(p.shape, generator=g) < 0.5 for n, p in prunable_weights(model).items()})
+
+    rows = _gpt_bench_rows(weights, ["dense", "masked", "csr"])
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    heads = _gpt_bench_rows(lambda m: head_masks(m, MaskSet.dense(prunable_weights(m)), {"blocks.0.attn": [0, 3], "blocks.1.attn": [1]}),
+                            ["masked", "shrunk"])
+    assert heads["shrunk"]["status"] == "ok" and "3 attention heads removed" in heads["shrunk"]["detail"]
+
+    def neurons(model):
+        masks = MaskSet.dense(prunable_weights(model))
+        for i in range(2):
+            keep = torch.ones_like(masks[f"blocks.{i}.mlp.c_fc.weight"])
+            keep[::2] = False  # every other MLP unit
+            masks.set_(f"blocks.{i}.mlp.c_fc.weight", keep)
+        return with_channel_footprint(model, masks)
+
+    shrunk = _gpt_bench_rows(neurons, ["masked", "shrunk"])["shrunk"]
+    assert shrunk["status"] == "ok" and shrunk["equivalence_error"] <= 1e-4, shrunk
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="semi-structured 2:4 kernels need CUDA (sm >= 80)")
+def test_bench_semi_structured_gpt_on_cuda():
+    def two_four(model):
+        masks = {}
+        for n, p in prunable_weights(model).items():
+            keep = torch.zeros(p.shape, dtype=torch.bool)
+            keep.view(p.shape[0], -1, 4)[..., :2] = True
+            masks[n] = keep
+        return MaskSet(masks)
+
+    row = _gpt_bench_rows(two_four, ["masked", "semi_structured"], device="cuda", dtype="float16")["semi_structured"]
+    assert row["status"] in ("ok", "not applicable"), row
