@@ -272,3 +272,13 @@ def test_bench_semi_structured_gpt_on_cuda():
 
     row = _gpt_bench_rows(two_four, ["masked", "semi_structured"], device="cuda", dtype="float16")["semi_structured"]
     assert row["status"] in ("ok", "not applicable"), row
+
+
+def test_gmp_on_a_gpt(make_cfg):
+    """The existing gradual magnitude pruning schedule on a transformer (the BERT/GMP row, small)."""
+    over = [o for o in TINY_LM if not o.startswith(("schedule=", "train.duration", "train.eval_every"))]
+    out = run(make_cfg(*over, "schedule=gmp", "train.duration=30it", "train.eval_every=10it", "schedule.start=0it",
+                       "schedule.end=20it", "schedule.frequency=10it", "sparsity=0.8"))
+    levels = pd.read_csv(out.directory / "levels.csv")
+    assert levels.iloc[-1]["name"] == "trained" and abs(levels.iloc[-1]["sparsity"] - 0.8) < 1e-3
+    assert math.isfinite(levels.iloc[-1]["test_ppl"])

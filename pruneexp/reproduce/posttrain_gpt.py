@@ -139,6 +139,15 @@ def check_runs(runs: list[Path]) -> list[Check]:
     return checks
 
 
+def setup_name(row: pd.Series) -> str:
+    """A table row's setup as `setups()` names it: method/target."""
+    heads = row.get("schedule.heads", 0) or 0
+    if heads > 0:
+        return f"heads_{row.get('schedule.head_score')}/{round(100 * heads)}"
+    target = "2:4" if row.get("prune.granularity") == "nm" else str(round(100 * float(row.get("sparsity", 0))))
+    return f"{row.get('criterion.name')}/{target}"
+
+
 def plot(table: pd.DataFrame, out: Path) -> None:
     """ppl.md (test perplexity and gap to the entropy floor of every setup's levels, mean over
     seeds) and ppl_vs_sparsity.png (the weight-pruning setups' pruned level against sparsity)."""
@@ -155,13 +164,13 @@ def plot(table: pd.DataFrame, out: Path) -> None:
              "|---|---|---|---|---|---|---|"]
     for _, r in table.iterrows():
         std = "" if pd.isna(r.get("test_ppl_std")) else f" ± {r['test_ppl_std']:.3f}"
-        lines.append(f"| {r['setup']} | {r['name']} | {r['test_ppl_mean']:.3f}{std} | {r['test_gap_mean']:.4f} | "
+        lines.append(f"| {setup_name(r)} | {r['name']} | {r['test_ppl_mean']:.3f}{std} | {r['test_gap_mean']:.4f} | "
                      f"{100 * r['remaining_mean']:.2f} | {math.exp(r['entropy_floor_mean']):.3f} | {r['seeds']} |")
     write_text(out / "ppl.md", "\n".join(lines) + "\n")
-    pruned = table[(table["name"] == "pruned") & table["setup"].str.match(r"^(magnitude|wanda|sparsegpt)\b")] if "setup" in table else table[:0]
+    pruned = table[(table["name"] == "pruned") & (table.get("schedule.heads", 0) == 0)] if "criterion.name" in table else table[:0]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for m in METHODS:
-        r = pruned[pruned["criterion.name"] == m] if "criterion.name" in pruned else pruned[:0]
+        r = pruned[pruned["criterion.name"] == m]
         r = r[r["prune.granularity"] != "nm"] if "prune.granularity" in r else r
         r = r.sort_values("remaining_mean", ascending=False)
         if len(r):
