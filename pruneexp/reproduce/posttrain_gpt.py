@@ -151,13 +151,9 @@ def setup_name(row: pd.Series) -> str:
 def plot(table: pd.DataFrame, out: Path) -> None:
     """ppl.md (test perplexity and gap to the entropy floor of every setup's levels, mean over
     seeds) and ppl_vs_sparsity.png (the weight-pruning setups' pruned level against sparsity)."""
-    import matplotlib
+    from pruneexp.plots import _pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pruneexp.results.store import atomic_write
-
+    plt = _pyplot()
     if "test_ppl_mean" not in table:
         return
     lines = ["| setup | level | test perplexity | gap to floor (nats) | weights remaining % | floor e^H | seeds |",
@@ -184,8 +180,7 @@ def plot(table: pd.DataFrame, out: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    atomic_write(out / "ppl_vs_sparsity.png", lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    save(fig, out / "ppl_vs_sparsity.png")
 
 
 register(Reproduction(

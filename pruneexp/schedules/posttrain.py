@@ -37,6 +37,7 @@ from pruneexp.pruning.select import layer_targets
 from pruneexp.pruning.step import prune_step
 from pruneexp.schedules import SCHEDULES
 from pruneexp.schedules.context import Level, RunContext
+from pruneexp.train.durations import to_steps
 
 
 @dataclass
@@ -133,6 +134,6 @@ def posttrain(ctx: RunContext) -> Iterator[Level]:
     pruned = ctx.level(1, "pruned", model, dense.masks, lambda: (prune(ctx, model, dense.masks), None))
     yield pruned
     finetune = ctx.train_cfg(cfg.schedule.finetune)
-    if str(cfg.schedule.finetune.duration).rstrip("itep") not in ("0", ""):
+    if to_steps(cfg.schedule.finetune.duration, 1) > 0:  # "0it" or "0ep": no fine-tuning
         yield ctx.level(2, "finetuned", model, pruned.masks,
                         lambda: (pruned.masks, ctx.train(model, pruned.masks, finetune, "finetune", 2)))
