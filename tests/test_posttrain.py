@@ -282,3 +282,24 @@ def test_gmp_on_a_gpt(make_cfg):
     levels = pd.read_csv(out.directory / "levels.csv")
     assert levels.iloc[-1]["name"] == "trained" and abs(levels.iloc[-1]["sparsity"] - 0.8) < 1e-3
     assert math.isfinite(levels.iloc[-1]["test_ppl"])
+
+
+def test_text_dataset_splits_by_position():
+    """dataset=text with no path: pydoc_data.topics, character ids, 90 / 5 / 5 % by position, y = x shifted."""
+    from omegaconf import OmegaConf
+
+    from pruneexp.config import DatasetConfig
+    from pruneexp.data import load_data
+    from pruneexp.data.language import read_text
+
+    d = load_data(OmegaConf.merge(OmegaConf.structured(DatasetConfig), dict(name="text", block_size=32)), "cpu")
+    text = read_text("")
+    vocab = sorted(set(text))
+    assert d.task == "language_model" and d.num_classes == len(vocab) and d.train_x.dtype == torch.int64
+    first = "".join(vocab[i] for i in d.train_x[0].tolist())
+    last = "".join(vocab[i] for i in d.test_x[-1].tolist()) + vocab[int(d.test_y[-1, -1])]
+    assert text.startswith(first) and last in text[-200:]
+    # targets are the next characters, and sequences follow each other without overlap
+    assert torch.equal(d.train_x[0, 1:], d.train_y[0, :-1]) and int(d.train_y[0, -1]) == int(d.train_x[1, 0])
+    n = len(text)
+    assert len(d.train_x) == (int(0.9 * n) - 1) // 32 and len(d.val_x) == (int(0.05 * n) - 1) // 32
