@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch and torchvision first, pinned to the builds that ship together (CUDA build, runs on CPU).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev,trackers]"
+	$(PY) -m pip install -q -e ".[dev,trackers,hf]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -90,13 +90,15 @@ def bench_command(args: list[str]) -> None:
 
 
 # The input a model is listed with: its usual dataset (MLPs and LeNet-5 on MNIST, conv nets on CIFAR-10).
-LIST_SHAPES = {"lenet_300_100": (1, 28, 28), "mlp": (1, 28, 28), "residual_mlp": (1, 28, 28), "lenet5": (1, 28, 28)}
+LIST_SHAPES = {"lenet_300_100": (1, 28, 28), "mlp": (1, 28, 28), "residual_mlp": (1, 28, 28), "lenet5": (1, 28, 28),
+               "vit": (1, 28, 28), "gpt": (64,)}  # gpt: 64 token ids (its classes are the vocabulary)
 
 
 SCHEDULE_NOTES = {
     "oneshot": "train, prune once to `sparsity`, fine-tune (Han et al. 2015); levels dense, pruned, finetuned",
     "imp": "prune schedule.rate of the remaining weights per level; retrain: rewind, lr_rewind, finetune, reinit, random_mask (Frankle & Carbin 2019; Renda et al. 2020)",
     "gmp": "sparsity raised along a cubic during training (Zhu & Gupta 2017); a level per update",
+    "posttrain": "train or load dense, prune block by block on calibration data, no retraining (SparseGPT / Wanda); levels dense, pruned",
     "at_init": "score the untrained network (SNIP, GraSP, SynFlow, ...), prune to `sparsity`, train the sparse network",
 }
 
@@ -107,6 +109,8 @@ def model_note(name: str) -> str:
     from pruneexp.pruning.masks import prunable_weights
 
     shape = LIST_SHAPES.get(name, (3, 32, 32))
+    if name == "hf":
+        return "a Hugging Face causal LM from model.path (a local directory; needs the hf extra: transformers)"
     try:
         model = create_model(name, shape, 10)
     except PruneexpError as err:

@@ -30,7 +30,14 @@ class DatasetConfig:
     # synthetic only
     shape: List[int] = field(default_factory=lambda: [1, 8, 8])
     num_classes: int = 10
-    train_size: int = 512
+    train_size: int = 512  # (markov: sequences generated for train + validation)
+    # language modelling (markov, text); left out of the run hash at these values
+    block_size: int = 64  # tokens per sequence (the model's context)
+    path: str = ""  # text: a local text file ("" = the help topics every Python ships, pydoc_data.topics)
+    vocab_size: int = 16  # markov: symbols
+    order: int = 2  # markov: the next symbol depends on the last `order` symbols
+    concentration: float = 0.3  # markov: Dirichlet concentration of each transition row (lower = lower entropy)
+    chain_seed: int = 0  # markov: the chain itself (the sequences drawn from it use split_seed)
 
 
 @dataclass
@@ -239,7 +246,9 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 # runs did before they existed: at that value a key is left out of the hash (so finished runs keep
 # their names); any other value enters it.
 HASH_NEUTRAL: dict[str, Any] = {"train.optimizer_impl": "foreach", "train.batch_order": "shuffle", "prune.biases": False,
-                                "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None}
+                                "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None,
+                                "dataset.block_size": 64, "dataset.path": "", "dataset.vocab_size": 16, "dataset.order": 2,
+                                "dataset.concentration": 0.3, "dataset.chain_seed": 0}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

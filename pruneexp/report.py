@@ -32,7 +32,8 @@ from pruneexp.errors import PruneexpError
 from pruneexp.results.store import write_csv, write_text
 
 # what is averaged over seeds, per (setup, level)
-METRICS = ("remaining", "test_acc", "test_acc_at_best", "val_acc", "best_val_acc", "best_step")
+METRICS = ("remaining", "test_acc", "test_acc_at_best", "val_acc", "best_val_acc", "best_step",
+           "test_loss", "test_ppl", "val_ppl", "test_gap", "entropy_floor")  # the last ones: language models only
 IGNORED = set(NON_RESULT_KEYS) | {"seed"}
 JOB_LINK = "pruneexp_run.json"  # written by each job of a Hydra multirun into its job folder
 # trackers' folders under results/: MLflow's artifact copies of run files are not runs

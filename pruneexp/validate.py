@@ -48,6 +48,9 @@ def check_granularity(cfg: Any) -> None:
         variant = f" (variant={variant})" if variant in CRITERIA.meta(c.name)["variants"] else ""
         raise UnsupportedPair(f"Criterion '{c.name}'{variant} cannot score prune.granularity={p.granularity}; "
                               f"it supports: {', '.join(can)}.")
+    scopes = CRITERIA.meta(c.name).get("scopes")
+    if scopes and p.granularity == "weight" and p.scope not in scopes:
+        raise PruneexpError(f"Criterion '{c.name}' chooses its mask per layer: it needs prune.scope in {', '.join(scopes)}, not {p.scope}.")
     if p.group_reduce not in GROUP_REDUCE:
         raise PruneexpError(f"Unknown prune.group_reduce '{p.group_reduce}'; known: {', '.join(GROUP_REDUCE)}.")
     if p.granularity == "nm":

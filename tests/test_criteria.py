@@ -338,6 +338,7 @@ def test_scoring_never_changes_the_model(criterion):
         params = {n: p for n, p in model.named_parameters() if n in ("0.weight", "3.weight")} if gran == "channel" else None
         for variant in ("weight", "hutchinson", "activation"):  # every variant a criterion reads
             ctx = context(model, data(), granularity=Granularity(gran, n=2, m=4, block=(2, 2)), params=params, variant=variant)
+            ctx.targets = {n: 0.5 for n in ctx.params}  # the layerwise targets (sparsegpt chooses its mask to them)
             if gran not in supported_granularities(criterion, variant):
                 continue
             scored = score(criterion, ctx)

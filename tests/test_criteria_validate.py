@@ -19,6 +19,7 @@ ALL = ("weight", "channel", "nm", "block")
 EXPECTED = {
     "magnitude": ALL, "random": ALL, "taylor": ALL, "taylor2": ALL, "obd": ALL, "snip": ALL, "grasp": ALL, "synflow": ALL,
     "norm": ("channel", "block"), "obs": ("weight", "nm", "block"), "lamp": ("weight", "nm"), "wanda": ("weight", "nm"),
+    "sparsegpt": ("weight", "nm"),
     "bn_scale": ("channel",), "activation": ("channel",), "apoz": ("channel",), "entropy": ("channel",),
     "correlation": ("channel",), "lda": ("channel",), "cosine": ("channel",), "fpgm": ("channel",),
     ("taylor", "activation"): ("channel",),
@@ -30,7 +31,9 @@ def test_every_pair_is_accepted_or_refused_with_the_supported_ones_named(make_cf
     for criterion, variant in VARIANTS:
         base = make_cfg(f"criterion={criterion}", *([f"criterion.variant={variant}"] if variant else []))
         for gran in GRANULARITIES:
-            cfg = OmegaConf.merge(base, {"prune": {"granularity": gran}, "sparsity": 0.5})
+            # sparsegpt chooses its mask per layer: it is asked under layerwise scope (refused under global below)
+            scope = {"scope": "layerwise"} if criterion == "sparsegpt" else {}
+            cfg = OmegaConf.merge(base, {"prune": {"granularity": gran, **scope}, "sparsity": 0.5})
             can = EXPECTED[(criterion, variant) if variant else criterion]
             if gran in can:
                 validate(cfg)
@@ -43,6 +46,8 @@ def test_every_pair_is_accepted_or_refused_with_the_supported_ones_named(make_cf
                 refused += 1
     assert refused and accepted and refused + accepted == len(VARIANTS) * len(GRANULARITIES)
     assert set(EXPECTED) - {("taylor", "activation")} == set(CRITERIA)  # every registered criterion has its row here
+    with pytest.raises(PruneexpError, match="prune.scope in layerwise"):
+        validate(OmegaConf.merge(make_cfg("criterion=sparsegpt"), {"prune": {"scope": "global"}, "sparsity": 0.5}))
 
 
 def test_granularity_settings_are_checked(make_cfg):

@@ -132,5 +132,6 @@ def test_every_experiment_config_composes_and_validates(make_cfg, name):
 
     cfg = make_cfg(f"experiment={name}")
     validate(cfg)
-    shape = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), "digits": (1, 8, 8)}.get(cfg.dataset.name, (3, 32, 32))
+    shape = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), "digits": (1, 8, 8),
+             "markov": (cfg.dataset.block_size,), "text": (cfg.dataset.block_size,)}.get(cfg.dataset.name, (3, 32, 32))
     model_from_config(cfg.model, shape, 10)

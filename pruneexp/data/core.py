@@ -30,6 +30,10 @@ class RawData:
     test_y: Optional[Tensor]
     num_classes: int
     input_shape: tuple[int, ...]
+    task: str = "classification"  # language_model: x are token ids (N, T) int64, y the next tokens; never normalized
+    val_x: Optional[Tensor] = None  # a validation split of the loader's own (text: by position); None: held out at random
+    val_y: Optional[Tensor] = None
+    floor: Optional[float] = None  # the best loss any model can reach (markov: the exact entropy per token, nats)
 
 
 @dataclass
@@ -52,6 +56,7 @@ class DataSplits:
     input_shape: tuple[int, ...]
     augment: Optional[Callable[[Tensor, torch.Generator], Tensor]] = None
     task: str = "classification"  # pruneexp.train.task.TASKS: the loss and metrics these targets take
+    floor: Optional[float] = None  # the lowest loss reachable (markov's entropy per token), for the gap in levels.csv
 
 
 def _split_generator(seed: int) -> torch.Generator:
@@ -112,20 +117,24 @@ def load_data(cfg: Any, device: str | torch.device) -> DataSplits:
         x, y = x[rest], y[rest]
     else:
         test_x, test_y = raw.test_x, raw.test_y
-    if val_size >= len(y):
+    if raw.val_x is not None:  # the loader split by position (text): its validation split as it is
+        val_x, val_y, train_x, train_y = raw.val_x, raw.val_y, x, y
+    elif val_size >= len(y):
         raise PruneexpError(
             f"dataset.val_size={val_size} is not smaller than the {len(y)} training examples of "
             f"dataset '{name}'; lower dataset.val_size."
         )
-    val_idx, train_idx = _hold_out(len(y), val_size, gen)
-    val_x, val_y = x[val_idx], y[val_idx]
-    train_x, train_y = x[train_idx], y[train_idx]
+    else:
+        val_idx, train_idx = _hold_out(len(y), val_size, gen)
+        val_x, val_y = x[val_idx], y[val_idx]
+        train_x, train_y = x[train_idx], y[train_idx]
 
     dev = torch.device(device)
     parts = [t.to(dev, non_blocking=False) for t in (train_x, val_x, test_x)]
-    parts = [t.float() if t.dtype != torch.float32 else t for t in parts]
+    tokens = raw.task == "language_model"  # token ids stay integers, never normalized
+    parts = [t.long() if tokens else t.float() if t.dtype != torch.float32 else t for t in parts]
     labels = [t.to(dev).long() for t in (train_y, val_y, test_y)]
-    if cfg.normalize:
+    if cfg.normalize and not tokens:
         mean, std = normalize_stats(parts[0])
         # In place: every tensor here is a fresh copy (index gathers / dtype casts) or the
         # loader's own freshly built test tensor; loaders must not hand out cached tensors.
@@ -152,4 +161,6 @@ def load_data(cfg: Any, device: str | torch.device) -> DataSplits:
         num_classes=int(raw.num_classes),
         input_shape=tuple(int(s) for s in raw.input_shape),
         augment=augment,
+        task=raw.task,
+        floor=raw.floor,
     )

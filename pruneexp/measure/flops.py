@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from pruneexp.models.base import example_batch
 from pruneexp.pruning.masks import MaskSet
 
 
@@ -63,7 +64,7 @@ def count_layer_flops(model: nn.Module, input_shape: tuple[int, ...], weights: l
     torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder kernel has no FLOP formula: count its matmuls
     try:
         with _WeightFlops({w: params[w] for w in weights}) as counter:
-            model(torch.zeros(1, *input_shape, device=device))
+            model(example_batch(model, 1, tuple(input_shape), device=device).zero_())
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)

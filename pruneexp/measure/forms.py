@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from pruneexp.errors import PruneexpError
+from pruneexp.pruning.heads import attention_layers, dead_heads, shrink_heads
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.shrink import shrink
 from pruneexp.registry import Registry
@@ -186,10 +188,20 @@ def semi_structured_form(model: nn.Module, masks: MaskSet, spec: FormSpec) -> Bu
     return BuiltForm(out, detail, _numel(out))
 
 
+def _attention(model: nn.Module) -> dict[str, nn.Module]:
+    try:
+        return attention_layers(model)
+    except PruneexpError:
+        return {}
+
+
 @FORMS.register("shrunk")
 def shrunk_form(model: nn.Module, masks: MaskSet, spec: FormSpec) -> BuiltForm:
     """Dead channels/neurons removed with torch-pruning's DependencyGraph (pruneexp.pruning.shrink)."""
     base = copy.deepcopy(model).eval().to(spec.device)
+    if any(dead_heads(m, n, masks) for n, m in _attention(base).items()):  # whole attention heads masked
+        shrunk, removed = shrink_heads(base, masks)
+        return BuiltForm(shrunk.to(spec.dtype), f"{removed} attention heads removed", _numel(shrunk))
     result = shrink(base, masks, spec.input_shape)
     if result.removed == 0:
         why = ("no channel or neuron is dead in every coupled layer (whole weight row, bias and BatchNorm "

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from pruneexp.errors import PruneexpError
 from pruneexp.measure.flops import count_layer_flops
 from pruneexp.measure.forms import FORMS, FormSpec, NotApplicable
+from pruneexp.models.base import cast_input, example_batch
 from pruneexp.measure.timing import Protocol, fixed_threads, machine_info, time_callable
 from pruneexp.pruning.masks import MaskSet
 
@@ -87,7 +88,7 @@ def reference_outputs(model: nn.Module, masks: MaskSet, x: Tensor) -> Tensor:
     ref = copy.deepcopy(model).eval().to(x.device).float()
     masks.to(x.device).apply_(ref)
     with torch.inference_mode():
-        return ref(x.float())
+        return ref(cast_input(x, torch.float32))
 
 
 def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...], target: Target, *,
@@ -107,7 +108,7 @@ def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...]
         info = machine_info(target.device, threads, target.dtype)
         spec = FormSpec(target.device, target.dtype, tuple(input_shape))
         gen = torch.Generator().manual_seed(seed)
-        inputs = {b: torch.randn(b, *input_shape, generator=gen).to(target.device) for b in target.batch_sizes}
+        inputs = {b: example_batch(model, b, input_shape, gen, target.device) for b in target.batch_sizes}
         refs = {b: reference_outputs(model, masks, x) for b, x in inputs.items()}
         dense_flops = None
         dense_ms: dict[int, float] = {}
@@ -132,7 +133,7 @@ def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...]
             if target.compile:
                 module = torch.compile(module)
             for b in target.batch_sizes:
-                x = inputs[b].to(target.dtype)
+                x = cast_input(inputs[b], target.dtype)
                 row = {**base, "batch_size": b, "params": built.params, "detail": built.detail,
                        "tolerance": target.tolerance,
                        "form_flop_ratio": None if form_flops is None or not dense_flops else form_flops / dense_flops}

@@ -33,6 +33,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from pruneexp.io import save_torch
+from pruneexp.models.base import cast_input, example_batch
 from pruneexp.pruning.masks import MaskSet
 
 PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -103,7 +104,7 @@ def _dead_out(module: nn.Module, name: str, masks: MaskSet) -> Tensor | None:
 
 def _example_inputs(model: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
     p = next(model.parameters())
-    return torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype)
+    return cast_input(example_batch(model, 1, input_shape, device=p.device).zero_(), p.dtype)
 
 
 def shrink(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...],

@@ -20,7 +20,7 @@ from pruneexp.pruning.channels import with_channel_footprint
 from pruneexp.pruning.criteria import ScoreContext, score
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet
-from pruneexp.pruning.select import explicit_layer_targets, select
+from pruneexp.pruning.select import explicit_layer_targets, layer_targets, select
 
 Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
@@ -36,13 +36,17 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
     weights and selected with them as one vector (`pruneexp.pruning.biases`)."""
     gran = Granularity.from_cfg(prune)
     scored_params = {n: w for n, w in params.items() if n not in frozen}
+    if layer_sparsity is None and prune.get("layer_sparsity"):  # explicit final per-layer targets (oneshot)
+        layer_sparsity = explicit_layer_targets(list(scored_params), sparsity, dict(prune.layer_sparsity))
+    targets = None  # each layer's own sparsity, for criteria that choose their masks themselves (sparsegpt)
+    if prune.scope == "layerwise":
+        targets = ({n: float(layer_sparsity[n]) for n in scored_params} if layer_sparsity is not None
+                   else layer_targets(list(scored_params), sparsity, dict(prune.layer_rates)))
     biases = joint.layer_biases(model, scored_params) if prune.get("biases", False) else {}
     named = dict(model.named_parameters())
     ctx = ScoreContext(model=model, params={**scored_params, **{b: named[b] for b in biases.values()}}, masks=masks,
-                       batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran)
+                       batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran, targets=targets)
     scored = score(criterion.name, ctx)
-    if layer_sparsity is None and prune.get("layer_sparsity"):  # explicit final per-layer targets (oneshot)
-        layer_sparsity = explicit_layer_targets([n for n in params if n not in frozen], sparsity, dict(prune.layer_sparsity))
     pick = dict(scope=prune.scope, granularity=gran, layer_rates=dict(prune.layer_rates), group_reduce=prune.group_reduce,
                 frozen=frozen, layer_sparsity=layer_sparsity)
     if biases:

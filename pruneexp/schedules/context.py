@@ -179,4 +179,7 @@ class RunContext:
         if trained is not None:
             metrics.update(train_steps=trained.steps, best_val_acc=trained.best_val_acc, best_step=trained.best_step,
                            test_acc_at_best=trained.test_acc_at_best)
+        if self.data.floor is not None:  # markov: every loss read against the exact entropy per token
+            metrics.update(entropy_floor=self.data.floor, val_gap=metrics["val_loss"] - self.data.floor,
+                           test_gap=metrics["test_loss"] - self.data.floor)
         return Level(level, name, model, masks, metrics)

@@ -38,6 +38,9 @@ class ScoreContext:
     seed: int = 0
     granularity: Granularity = field(default_factory=Granularity)
     extra: dict[str, Any] = field(default_factory=dict)
+    # the targets the selector will be asked for: {name: sparsity} per scored layer (layerwise
+    # scope; None otherwise), for criteria that choose their own mask (sparsegpt)
+    targets: dict[str, float] | None = None
 
 
 @dataclass
@@ -56,16 +59,17 @@ CRITERIA: Registry[Criterion] = Registry("criterion")
 def register_criterion(name: str, *, granularities: tuple[str, ...],
                        variants: dict[str, tuple[str, ...]] | None = None,
                        choices: dict[str, tuple[str, ...]] | None = None, config: type | None = None,
-                       at_init_iterations: int = 1) -> Callable[[Criterion], Criterion]:
+                       at_init_iterations: int = 1, scopes: tuple[str, ...] | None = None) -> Callable[[Criterion], Criterion]:
     """Register a criterion with the granularities it can score; `variants` maps a
     `criterion.variant` value to the granularities of that variant when they differ; `choices`
     lists the values a string option the criterion reads may take (e.g. {"variant": ("fisher",
     "hutchinson")}), so a typo is refused before training instead of falling back to a default;
     `config` is the criterion's own config schema (a `pruneexp.config.CriterionConfig` subclass
     holding its options; None: the common keys only); `at_init_iterations` is how many rounds
-    `schedule=at_init` prunes in by default (SynFlow: 100)."""
+    `schedule=at_init` prunes in by default (SynFlow: 100); `scopes` the prune.scope values it
+    works under at weight granularity (None: any; SparseGPT chooses its own mask per layer)."""
     return CRITERIA.register(name, granularities=granularities, variants=variants or {}, choices=choices or {},
-                             config=config, at_init_iterations=at_init_iterations)
+                             config=config, at_init_iterations=at_init_iterations, scopes=scopes)
 
 
 def criterion_config(name: str, **values: Any) -> Any:
