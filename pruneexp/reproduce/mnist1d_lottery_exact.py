@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pruneexp.reproduce import Check, Reproduction, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, register
 
 MARGIN = 0.05  # ticket - random mask (notebook: ~0.11), as mnist1d_lottery
 TOLERANCE = 0.01  # ticket may fall this far below dense and still count (notebook: ~0.08 above)
@@ -142,12 +142,11 @@ def check(table: pd.DataFrame) -> list[Check]:
     ok_gap = bool(gap >= MARGIN)
     ok_dense = bool(t["band"] >= t["dense"] - TOLERANCE)
     return [
-        Check(f"exact protocol: ticket beats random mask at {where}", "~73 % vs ~62 % (gap ~11 points)",
-              ("" if ok_gap else "not reproduced: ") + f"{pct(t['band'])} vs {pct(r['band'])} (gap {100 * gap:+.1f} points)",
-              f"ticket - random >= {100 * MARGIN:.0f} points", True if ok_gap else None, None if ok_gap else False),
-        Check(f"exact protocol: ticket at {where} keeps the dense accuracy", "~73 % vs dense ~65 %",
-              ("" if ok_dense else "not reproduced: ") + f"{pct(t['band'])} vs dense {pct(t['dense'])}",
-              f"ticket >= dense - {100 * TOLERANCE:.0f} point", True if ok_dense else None, None if ok_dense else False),
+        claim_check(f"exact protocol: ticket beats random mask at {where}", "~73 % vs ~62 % (gap ~11 points)",
+                    f"{pct(t['band'])} vs {pct(r['band'])} (gap {100 * gap:+.1f} points)", f"ticket - random >= {100 * MARGIN:.0f} points",
+                    ok_gap),
+        claim_check(f"exact protocol: ticket at {where} keeps the dense accuracy", "~73 % vs dense ~65 %",
+                    f"{pct(t['band'])} vs dense {pct(t['dense'])}", f"ticket >= dense - {100 * TOLERANCE:.0f} point", ok_dense),
         Check("absolute accuracies at 87-94 % (ticket / random / dense); last level", "73 / 62 / 65 %",
               f"{pct(t['band'])} / {pct(r['band'])} / {pct(t['dense'])}; at {pct(t['last_sparsity'])}: ticket {pct(t['last'])}, "
               f"random {pct(r['last'])}", "-", None),

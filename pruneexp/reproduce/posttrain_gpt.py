@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pruneexp.reproduce import Check, Reproduction, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, register
 from pruneexp.results.store import write_text
 
 SPARSITIES = (0.5, 0.6, 0.7)
@@ -92,7 +92,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _verdict(claim: str, paper: str, ok: bool, ours: str, tolerance: str) -> Check:
-    return Check(claim, paper, ("" if ok else "not reproduced: ") + ours, tolerance, True if ok else None, None if ok else False)
+    return claim_check(claim, paper, ours, tolerance, ok)
 
 
 def check_runs(runs: list[Path]) -> list[Check]:
