@@ -157,6 +157,8 @@ def load_levels(runs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
         config = flatten(yaml.safe_load((run / "config.yaml").read_text()))
         levels = pd.read_csv(run / "levels.csv")
         levels["remaining"] = 1.0 - levels["sparsity"]
+        if "best_step" in levels:  # runs written before NaN meant "no validation split, no early stop" hold -1
+            levels["best_step"] = levels["best_step"].where(levels["best_step"] >= 0)
         # a levels.csv column that is also a config key (sparsity: reached vs target) keeps its value as <name>_level
         levels = levels.rename(columns={c: f"{c}_level" for c in levels.columns if c in config})
         levels["run"] = run.name

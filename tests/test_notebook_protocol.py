@@ -16,6 +16,7 @@ from pruneexp.data import DataSplits
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.biases import join, joint_masks, layer_biases, split
 from pruneexp.pruning.masks import MaskSet
+from pruneexp.report import aggregate, load_levels, table_cells
 from pruneexp.runner import run
 from pruneexp.schedules.imp import random_masks
 from pruneexp.train import train
@@ -133,6 +134,9 @@ def test_linear_rounds_reach_level_times_rate_and_mask_step_runs(make_cfg):
     ticket = run(make_cfg(*common))
     levels = pd.read_csv(ticket.directory / "levels.csv")
     assert levels["test_acc"].notna().all() and levels["val_acc"].isna().all()
+    assert levels["best_step"].isna().all()  # no validation, no early stop: blank, not -1
+    headers, _, _ = table_cells(aggregate(*load_levels([ticket.directory])))
+    assert "early-stop iteration" not in headers
     for level in (1, 2, 3):
         masks = MaskSet.from_state_dict(torch.load(ticket.directory / f"levels/level_{level:03d}.pt", weights_only=True)["masks"])
         for w in masks.weights:

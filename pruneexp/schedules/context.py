@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Iterator
 
@@ -177,7 +178,9 @@ class RunContext:
         masks, trained = work()
         metrics = dict(trained.final) if trained is not None and trained.final else self.evaluate(model)
         if trained is not None:
-            metrics.update(train_steps=trained.steps, best_val_acc=trained.best_val_acc, best_step=trained.best_step,
+            # no validation split (dataset.val_size=0): no early stop, so NaN (left blank in reports), not the loop's -1
+            metrics.update(train_steps=trained.steps, best_val_acc=trained.best_val_acc,
+                           best_step=trained.best_step if trained.best_step >= 0 else math.nan,
                            test_acc_at_best=trained.test_acc_at_best)
         if self.data.floor is not None:  # markov: every loss read against the exact entropy per token
             metrics.update(entropy_floor=self.data.floor, val_gap=metrics["val_loss"] - self.data.floor,
