@@ -81,3 +81,15 @@ def test_mnist1d_exact_claims_read_the_87_to_94_percent_band():
     exact = rows("rewind", ticket, {"train.batch_order": "fixed"}) + rows("random_mask", random, {"train.batch_order": "fixed"})
     report = REPRODUCTIONS.get("mnist1d_lottery_ablation").check(pd.DataFrame(shuffled + exact))
     assert [c.claim.split(":")[0] for c in report] == ["exact", "batch_order=shuffle"] and "+11.0 points" in report[0].ours
+
+
+def test_every_reproduction_names_its_own_experiment_and_module():
+    """checks.md points readers at the module that defines a reproduction (two share
+    mnist1d_lottery_exact.py) and its experiment YAML: both must exist."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in REPRODUCTIONS.names():
+        spec = REPRODUCTIONS.get(name)
+        assert (root / (spec.check.__module__.replace(".", "/") + ".py")).is_file(), name
+        assert (root / "conf" / "experiment" / f"{name}.yaml").is_file(), name

@@ -234,7 +234,7 @@ def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, cpu_
     setups = spec.fast_setups if fast and spec.fast_setups else spec.setups
     lines = [f"# {title}", "", f"Command: `{command}`; setups: {', '.join(setups)}; seeds: {', '.join(map(str, seeds))}; {timing}.",
              *([f"Fast variant overrides: `{' '.join(spec.fast)}`."] if fast and spec.fast else []),
-             *([f"Fast variant setups (pruneexp/reproduce/{spec.name}.py): "
+             *([f"Fast variant setups ({spec.check.__module__.replace('.', '/')}.py): "
                 + "; ".join(f"{k}: `{' '.join(v)}`" for k, v in setups.items()) + "."] if fast and spec.fast_setups else []), "",
              "| claim | paper | ours | tolerance | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {c.claim} | {c.paper} | {c.ours} | {c.tolerance} | {verdict(c)} |" for c in checks]
