@@ -48,7 +48,7 @@ def make_cfg(results: Path):
 
 def simulated(work: Path, want: Path, reference, count: int | None, rng: random.Random) -> tuple[int, list[str]]:
     """Kill at each simulated point (or `count` random ones); return (survived, failures)."""
-    from faults import Faults, Killed, compare_runs, injected, kill_points
+    from faults import compare_runs, kill_points, run_killed_at
 
     from pruneexp.runner import run
 
@@ -58,15 +58,8 @@ def simulated(work: Path, want: Path, reference, count: int | None, rng: random.
     survived, failures = 0, []
     for k, point in enumerate(points):
         cfg = make_cfg(work / f"sim{k}")
-        wheres = []
-        for kill_at in (point, ("write", rng.randrange(reference.writes), rng.choice(["torn", "after"]))):
-            faults = Faults(kill_at=kill_at)
-            with injected(faults):
-                try:
-                    run(cfg)
-                except Killed:
-                    pass
-            wheres.append(faults.where or "not reached")
+        wheres = [run_killed_at(cfg, kill_at).where or "not reached"
+                  for kill_at in (point, ("write", rng.randrange(reference.writes), rng.choice(["torn", "after"])))]
         diffs = compare_runs(run(cfg).directory, want)
         if diffs:
             failures.append(f"simulated kill at {wheres}: {diffs}")

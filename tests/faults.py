@@ -86,6 +86,20 @@ def injected(faults: Faults) -> Iterator[Faults]:
         pio.atomic_write, pstore.atomic_write, RunContext.train = real_write, real_write, real_train
 
 
+def run_killed_at(cfg, kill_at: tuple[str, int, str] | None) -> Faults:
+    """Run `cfg` once with a simulated kill at `kill_at` (a run that ends early is what a killed
+    process leaves on disk); return the Faults, whose `where` names the point reached."""
+    from pruneexp.runner import run
+
+    faults = Faults(kill_at=kill_at)
+    with injected(faults):
+        try:
+            run(cfg)
+        except Killed:
+            pass
+    return faults
+
+
 def kill_points(reference: Faults) -> list[tuple[str, int, str]]:
     """Every kill point of a run whose uninterrupted counts are in `reference`."""
     points = [("write", i, s) for i in range(reference.writes) for s in ("torn", "after")]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from faults import Faults, Killed, compare_runs, injected, kill_points
+from faults import Faults, compare_runs, injected, kill_points, run_killed_at
 
 from conftest import REPO, TINY
 from pruneexp.errors import PruneexpError, TrainingDiverged
@@ -233,15 +233,6 @@ def test_an_optuna_sweep_maximises_the_returned_validation_accuracy(cli, tmp_pat
     assert len(finals) == 2 and best == pytest.approx(max(finals))
 
 
-def _run_with(cfg, kill_at):
-    faults = Faults(kill_at=kill_at)
-    with injected(faults):
-        try:
-            run(cfg)
-        except Killed:
-            pass
-    return faults
-
 
 def test_runs_killed_at_random_points_end_with_an_uninterrupted_runs_files(make_cfg, tmp_path):
     """The short fault test (scripts/fault_test.py is the long one): kill an imp run during a file
@@ -256,9 +247,9 @@ def test_runs_killed_at_random_points_end_with_an_uninterrupted_runs_files(make_
     rng = random.Random(0)
     for k, point in enumerate(rng.sample(points, 5)):
         cfg = make_cfg(*overrides, f"results_dir={tmp_path / f'k{k}'}")
-        first = _run_with(cfg, point)
+        first = run_killed_at(cfg, point)
         assert first.dead, point
-        second = _run_with(cfg, ("write", rng.randrange(3, 12), rng.choice(["torn", "after"])))  # the resume killed too
+        second = run_killed_at(cfg, ("write", rng.randrange(3, 12), rng.choice(["torn", "after"])))  # the resume killed too
         outcome = run(cfg)
         diffs = compare_runs(outcome.directory, want)
         assert not diffs, (first.where, second.where, diffs)
