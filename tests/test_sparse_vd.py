@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pruneexp.pruning.masks import MaskSet
-from pruneexp.regularizers.sparse_vd import K1, LinearSVD, SparseVD, SparseVDConfig, neg_kl_approx
+from pruneexp.regularizers.sparse_vd import K1, LayerSVD, SparseVD, SparseVDConfig, neg_kl_approx
 
 
 def neg_kl_numeric(alpha: float) -> float:
@@ -63,7 +63,7 @@ def test_train_clip_leaves_pruned_weights_out_of_the_training_forward():
     so changing it (keeping it past the threshold) leaves a sampled forward unchanged; the variance of
     the others is exp(clip(log α)) θ², log α clipped to ±8."""
     torch.manual_seed(0)
-    layer = LinearSVD(nn.Linear(5, 4), init_log_sigma2=-10.0, threshold=3.0, clip=8.0, train_clip=True)
+    layer = LayerSVD(nn.Linear(5, 4), init_log_sigma2=-10.0, threshold=3.0, clip=8.0, train_clip=True)
     with torch.no_grad():
         layer.log_sigma2[0, :] = torch.log(layer.weight[0, :].square()) + 20.0  # row 0: log α = 20, clipped to 8
     assert torch.allclose(layer.log_alpha[0], torch.full((5,), 8.0)) and (layer.log_alpha[1:] < 3).all()
@@ -132,3 +132,25 @@ def test_sparse_vd_run_resumes_after_the_fold(make_cfg):
     assert again.resumed_levels == 1
     assert again.levels[0]["sparsity"] == first.levels[0]["sparsity"]
     assert abs(again.levels[1]["test_acc"] - first.levels[1]["test_acc"]) < 1e-9
+
+
+@pytest.mark.parametrize("train_clip", [True, False])
+def test_hand_written_gradients_match_autograd(train_clip):
+    """_Moments and _KLSum (hand-written backward, for speed) against torch.autograd.gradcheck in
+    float64, with log α spread over the clip range and the threshold, and against the autograd
+    formulas they replace (the forward values too)."""
+    from pruneexp.regularizers.sparse_vd import _KLSum, _Moments
+
+    torch.manual_seed(0)
+    theta = (torch.randn(7, 5, dtype=torch.float64) * 0.1).requires_grad_()
+    # log σ² so that log α lies in (-12, 12): some clipped at ±8, some past the threshold 3
+    log_sigma2 = (torch.log(theta.detach().square()) + torch.empty_like(theta).uniform_(-12, 12)).requires_grad_()
+    moments = lambda t, s: _Moments.apply(t, s, 8.0, 3.0, train_clip)[:3]  # noqa: E731
+    assert torch.autograd.gradcheck(moments, (theta, log_sigma2))
+    assert torch.autograd.gradcheck(lambda la: _KLSum.apply(la), (log_sigma2.detach().clamp(-8, 8).requires_grad_(),))
+    weight, var, log_alpha = moments(theta, log_sigma2)
+    ref_la = torch.clamp(log_sigma2 - torch.log(theta.square() + 1e-16), -8, 8)
+    ref_w = theta * (ref_la < 3) if train_clip else theta
+    assert torch.allclose(log_alpha, ref_la) and torch.equal(weight, ref_w)
+    assert torch.allclose(var, ref_la.exp() * ref_w.square())
+    assert float(_KLSum.apply(log_alpha.detach())) == pytest.approx(float(-neg_kl_approx(ref_la).sum()), rel=1e-12)

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from pruneexp.config import RegularizerConfig
 from pruneexp.regularizers import REGULARIZERS
 from pruneexp.pruning.masks import owner_name
-from pruneexp.regularizers.reparam import WrapsLinears
+from pruneexp.regularizers.reparam import Wrapped, WrapsLinears
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 GATES = ("weight", "channel", "input")
@@ -72,13 +72,11 @@ def test_gates(log_alpha: Tensor) -> Tensor:
     return torch.clamp(torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
-class LinearL0(nn.Module):
+class LinearL0(Wrapped):
     def __init__(self, linear: nn.Linear, gates: str, init_drop: float):
-        super().__init__()
-        self.in_features, self.out_features, self.gates = linear.in_features, linear.out_features, gates
-        self.weight = nn.Parameter(linear.weight.detach().clone())
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
-        shape = {"weight": self.weight.shape, "channel": (self.out_features,), "input": (self.in_features,)}[gates]
+        super().__init__(linear)
+        self.gates = gates
+        shape = {"weight": self.weight.shape, "channel": (linear.out_features,), "input": (linear.in_features,)}[gates]
         self.log_alpha = nn.Parameter(torch.full(shape, math.log((1 - init_drop) / init_drop)))
 
     def gate_sums(self, values: Tensor) -> Tensor:
@@ -103,12 +101,7 @@ class LinearL0(nn.Module):
 
     def fold(self) -> tuple[nn.Linear, Tensor]:
         z = test_gates(self.log_alpha).detach()
-        w, b = self._effective(z)
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None).to(self.weight.device)
-        with torch.no_grad():
-            out.weight.copy_(w)
-            if b is not None:
-                out.bias.copy_(b)
+        out = self.plain(*self._effective(z))
         open_ = z > 0
         keep = {"weight": open_, "channel": open_[:, None], "input": open_[None, :]}[self.gates].expand_as(self.weight).clone()
         return out, keep
@@ -123,19 +116,13 @@ class L0(WrapsLinears):
     elementwise = True
     method = "l0"
 
-    def __init__(self, cfg: Any):
-        super().__init__()
-        self.cfg = cfg
-        self.strength = float(cfg.strength)
-        self.n_train = 1
-
     def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, steps_per_epoch: int = 1,
              frozen: tuple[str, ...] = ()) -> None:
         # the classifier's units are the classes: no unit gates there (`frozen`)
         c = self.cfg
         first = model.get_submodule(owner_name(next(iter(prunable)))) if prunable else None
         drop = lambda layer: float(c.init_drop if layer is not first or c.init_drop_first is None else c.init_drop_first)
-        self.wrap_linears(model, prunable, lambda layer: LinearL0(layer, str(c.granularity), drop(layer)), frozen)
+        self.wrap_layers(model, prunable, lambda layer: LinearL0(layer, str(c.granularity), drop(layer)), frozen)
         self.n_train = n_train
 
     def expected_l0(self) -> Tensor:
