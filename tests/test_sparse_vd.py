@@ -154,3 +154,49 @@ def test_hand_written_gradients_match_autograd(train_clip):
     assert torch.allclose(log_alpha, ref_la) and torch.equal(weight, ref_w)
     assert torch.allclose(var, ref_la.exp() * ref_w.square())
     assert float(_KLSum.apply(log_alpha.detach())) == pytest.approx(float(-neg_kl_approx(ref_la).sum()), rel=1e-12)
+
+
+def test_convolutions_wrapped_sampled_and_folded():
+    """A convolution (LeNet-5-Caffe's) under sparse VD: in training its pre-activations are
+    mean conv(x, θ·keep) + b plus √(conv(x², α θ² keep) + 1e-8) ε (the authors' Conv2DVarDropOutARD,
+    train_clip), the same noise draw as computed here by hand; folded, it is a plain nn.Conv2d of the
+    same geometry whose outputs equal the wrapped layer's in deterministic mode."""
+    import torch.nn.functional as F
+    from omegaconf import OmegaConf
+
+    from pruneexp.models import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS.get("lenet5_caffe")((1, 28, 28), 10)
+    prunable = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+    svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd")))
+    svd.wrap(model, prunable, n_train=100)
+    assert isinstance(model.features[0], LayerSVD) and isinstance(model.classifier[2], LayerSVD)
+    with torch.no_grad():  # log α spread across the threshold and the clip
+        for layer in svd.layers.values():
+            layer.log_sigma2.copy_(torch.log(layer.weight.square()) + torch.randn_like(layer.weight) * 5)
+    conv, x = model.features[2], torch.randn(3, 20, 12, 12)
+    la = torch.clamp(conv.log_sigma2 - torch.log(conv.weight.square() + 1e-16), -8, 8).detach()
+    w = conv.weight.detach() * (la < 3)
+    mean, var = F.conv2d(x, w, conv.bias.detach()), F.conv2d(x.square(), la.exp() * w.square())
+    torch.manual_seed(5)
+    eps = torch.randn_like(mean)
+    torch.manual_seed(5)
+    assert torch.allclose(conv.train()(x), mean + (var + 1e-8).sqrt() * eps, atol=1e-5)
+    images = torch.randn(4, 1, 28, 28)
+    model.eval()
+    wrapped = model(images)
+    masks = svd.fold(model, MaskSet.dense(prunable))
+    assert type(model.features[0]) is nn.Conv2d and model.features[2].kernel_size == (5, 5)
+    assert torch.allclose(model(images), wrapped, atol=1e-5)
+    kept = masks["features.2.weight"]
+    assert 0.2 < kept.float().mean() < 0.8 and (model.features[2].weight[~kept] == 0).all()
+
+
+def test_svd_refuses_layers_it_cannot_wrap():
+    from omegaconf import OmegaConf
+
+    svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd")))
+    model = nn.Sequential(nn.Conv1d(2, 3, 3))
+    with pytest.raises(TypeError, match="Linear, Conv2d"):
+        svd.wrap(model, {"0.weight": model[0].weight}, n_train=10)

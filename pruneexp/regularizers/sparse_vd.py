@@ -1,11 +1,13 @@
 """`regularizer=sparse_vd`: sparse variational dropout (Molchanov, Ashukha & Vetrov 2017,
 "Variational Dropout Sparsifies Deep Neural Networks").
 
-Each weight of a prunable Linear layer is w = θ (1 + √α ε), ε ~ N(0, 1), in the additive-noise
+Each weight of a prunable Linear or Conv2d layer is w = θ (1 + √α ε), ε ~ N(0, 1), in the additive-noise
 reparameterisation w = θ + σ ε (σ² = α θ², σ² learned as log σ², log α = log σ² − log θ²). Training
 samples the pre-activations with the local reparameterisation trick:
 
     b ~ N(x θᵀ + bias, x² (α θ²)ᵀ),   log α clipped to [−8, 8] (`log_alpha_clip`)
+
+(a convolution: b ~ N(conv(x, θ) + bias, conv(x², α θ²)), the authors' `Conv2DVarDropOutARD`)
 
 and the loss is the ELBO per training example: task loss + β_t Σ KL / N (N the training-set size,
 β_t the KL weight: 0 until `kl_warmup_start`, then linearly to `strength` over `kl_warmup`; the
@@ -18,9 +20,10 @@ training forward. The KL to the log-uniform prior is the paper's approximation (
 Choices follow the authors' code (bayesgroup/variational-dropout-sparsifies-dnn, `DenseVarDropOutARD`:
 variance exp(clip(log α)) θ², clip ±8, `train_clip=True`, threshold 3). At the end weights with
 log α >= `log_alpha_threshold` (3) are pruned: the layers fold back to plain
-nn.Linear with weight θ·[log α <= 3] and a MaskSet, whose outputs equal the trained layers' in
-deterministic mode (eval: the mean θ, pruned weights removed), so every measurement works unchanged.
-Linear layers only (LeNets, MLPs); a prunable convolution is refused before training.
+nn.Linear / nn.Conv2d with weight θ·[log α < 3] and a MaskSet, whose outputs equal the trained
+layers' in deterministic mode (eval: the mean θ, pruned weights removed), so every measurement works
+unchanged. Other prunable layer kinds (Conv1d, zero-padding given as 'same') are refused before
+training.
 """
 
 from __future__ import annotations
