@@ -30,6 +30,10 @@ train_clip, batch and optimizer. Its expectation, stated before it was run:
 - final test error <= 3.0 %: a LeNet-300-100 trained with Adam 1e-3 is near 2 % after a few
   epochs; the multiplicative noise and a run 33x shorter than the paper's (1.92 %) leave it a
   point of room.
+
+Its run (seed 0): 3.89 % error (FAIL) at 80.0x (PASS), 1.6 CPU-minutes under a load of ~5. The
+error expectation was wrong: 6 epochs do not bring the noisy network back near 2 %. It stays out
+of CI (and no shorter recipe would fit CI's CPU budget and expect a useful error).
 """
 
 from __future__ import annotations
@@ -81,5 +85,7 @@ register(Reproduction(
     fast=["train.duration=6ep", "regularizer.kl_warmup_start=82it", "regularizer.kl_warmup=247it", "train.milestones=[3ep]",
           "train.eval_every=1ep"],
     metric="test_acc",
-    ci=True,
+    # Not in CI: the 6-epoch variant FAILed its stated error expectation (3.89 % against <= 3.0 %, at 80x) and
+    # took 1.6 CPU-minutes under load (results/reproductions/README.md); no shorter faithful recipe fits CI.
+    ci=False,
 ))
