@@ -18,6 +18,10 @@ both setups. Stated before its run: the training phase is unchanged (same seed, 
 the same 296 units (74 %) are removed; the extra epoch lets the pruned network recover more than
 the reference gains (the reference is already trained, the pruned one has just lost 74 % of its
 hidden units), so the accuracy claim is expected to hold by more than the 0.05 points of before.
+Its run (seed 0): 289 units removed (72.2 %), 0.14 points lost (97.75 % vs 97.89 %), the shrunk
+network 2.05x / 1.12x faster at batch 1 / 256 (timed under a load of ~6): PASS, PASS, PASS. Not the
+same 296 units as before, as was stated: the earlier run used the foreach optimizer, the default
+then; the fused one (the default since) rounds differently.
 """
 
 from __future__ import annotations
