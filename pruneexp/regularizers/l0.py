@@ -19,8 +19,11 @@ probability):
 a column, a unit gate a row). Gates start closed with probability `init_drop` (the first layer's
 `init_drop_first`: the authors' MLP uses 0.2 there, 0.5 elsewhere); log α is kept in
 [log 0.01, log 100] after each step, as the authors' `constrain_parameters` does. One gate sample
-per minibatch. Not done: the authors' MLP also evaluates an exponential moving average of the
-parameters (β = 0.999); here the final parameters are evaluated.
+per minibatch. `ema` = β > 0 keeps an exponential moving average of every parameter of the model
+(gates, weights, biases), p̄ ← β p̄ + (1 − β) p after each step from p̄ = the initial parameters,
+as the authors' MLP does (β = 0.999, their `update_ema`), and folds p̄ rather than the final
+parameters, so the run's level is the averaged network (evaluations logged during training are of
+the raw parameters). Off by default (β = 0: the final parameters), which leaves run hashes as before.
 At test time ẑ = min(1, max(0, σ(log α)(ζ − γ) + γ)) (the paper's rule); the layers fold back to
 nn.Linear with weights W·ẑ (and, for unit gates, biases b·ẑ) and a MaskSet that is False where
 ẑ = 0, so the folded model equals the gated one in deterministic mode.
@@ -53,6 +56,7 @@ class L0Config(RegularizerConfig):
     init_drop: float = 0.5  # initial P(gate closed) (log α = log((1 - p) / p))
     init_drop_first: Optional[float] = None  # the first layer's initial P(gate closed); None: init_drop
     l2: float = 0.0  # wd: ½ wd w² per weight, re-weighted by its gate's P(open) (the authors' code: 5e-4)
+    ema: float = 0.0  # β of an exponential moving average of the parameters, folded in at the end (0: off; authors: 0.999)
 
 
 def prob_nonzero(log_alpha: Tensor) -> Tensor:
@@ -124,6 +128,8 @@ class L0(WrapsLinears):
         drop = lambda layer: float(c.init_drop if layer is not first or c.init_drop_first is None else c.init_drop_first)
         self.wrap_layers(model, prunable, lambda layer: LinearL0(layer, str(c.granularity), drop(layer)), frozen)
         self.n_train = n_train
+        self.beta = float(c.get("ema", 0.0))
+        self.average = [p.detach().clone() for p in model.parameters()] if self.beta > 0 else []
 
     def expected_l0(self) -> Tensor:
         """The expected number of open weights, Σ_j P(z_j ≠ 0) · (weights gate j switches off)."""
@@ -146,6 +152,16 @@ class L0(WrapsLinears):
         with torch.no_grad():  # the authors' constrain_parameters
             for layer in self.layers.values():
                 layer.log_alpha.clamp_(math.log(1e-2), math.log(1e2))
+            if self.average:  # the authors' update_ema, after their constrain_parameters
+                torch._foreach_lerp_(self.average, [p.detach() for p in model.parameters()], 1.0 - self.beta)
+
+    def fold(self, model: nn.Module, masks: Any) -> Any:
+        """With `ema`: the averaged parameters replace the final ones, then the layers fold back."""
+        if self.average:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in model.parameters()], self.average)
+            self.average = []
+        return super().fold(model, masks)
 
     def log(self) -> dict[str, Any]:
         with torch.no_grad():
