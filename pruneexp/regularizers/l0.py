@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from pruneexp.config import RegularizerConfig
 from pruneexp.regularizers import REGULARIZERS
 from pruneexp.pruning.masks import owner_name
-from pruneexp.regularizers.reparam import Wrapped, WrapsLinears
+from pruneexp.regularizers.reparam import Wrapped, WrapsLayers
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 GATES = ("weight", "channel", "input")
@@ -112,7 +112,7 @@ class LinearL0(Wrapped):
 
 
 @REGULARIZERS.register("l0", config=L0Config, granularities=("weight", "channel"), reparameterises=True)
-class L0(WrapsLinears):
+class L0(WrapsLayers):
     """The sparsifier of `schedule=regularized`: gates wrapped on before training, the expected-L0
     penalty in `penalty`, folded back with the test-time gate rule after."""
 

@@ -49,7 +49,7 @@ class Wrapped(nn.Module):
         return out
 
 
-class WrapsLinears(Sparsifier):
+class WrapsLayers(Sparsifier):
     """A sparsifier that wraps layers (`wrap_layers`: nn.Linear, and the kinds in `kinds`) and folds
     them back (`fold`). A wrapped layer has `fold() -> (plain layer, keep bool tensor of the weight's
     shape)`. Holds the regularizer's config, its `strength` and the training-set size N."""
@@ -88,4 +88,4 @@ class WrapsLinears(Sparsifier):
         return new
 
 
-__all__ = ["Wrapped", "WrapsLinears", "set_module"]
+__all__ = ["Wrapped", "WrapsLayers", "set_module"]

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from pruneexp.config import RegularizerConfig
 from pruneexp.regularizers import REGULARIZERS
-from pruneexp.regularizers.reparam import Wrapped, WrapsLinears
+from pruneexp.regularizers.reparam import Wrapped, WrapsLayers
 from pruneexp.train.durations import to_steps
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
@@ -100,25 +100,26 @@ class _Moments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, theta: Tensor, log_sigma2: Tensor, clip: float, threshold: float, train_clip: bool):
-        raw = log_sigma2 - torch.log(theta.square() + 1e-16)
+        sq = theta.square().add_(1e-16)
+        raw = log_sigma2 - torch.log(sq)
         inner = (raw > -clip) & (raw < clip)
         log_alpha = raw.clamp_(-clip, clip)
         keep = log_alpha < threshold
         weight = torch.where(keep, theta, 0.0) if train_clip else theta
         e = log_alpha.exp()
         var = e * weight.square()
-        ctx.save_for_backward(theta, e, var, inner, keep if train_clip else None)
+        ctx.save_for_backward(theta, sq, e, var, inner, keep if train_clip else None)
         ctx.mark_non_differentiable(keep)
         return weight, var, log_alpha, keep
 
     @staticmethod
     def backward(ctx, g_weight, g_var, g_log_alpha, _g_keep):
-        theta, e, var, inner, keep = ctx.saved_tensors
+        theta, sq, e, var, inner, keep = ctx.saved_tensors
         g_ls2 = torch.where(inner, g_var * var + g_log_alpha, 0.0)
         g_theta = torch.addcmul(g_weight, theta * e, g_var, value=2.0)
         if keep is not None:
             g_theta = torch.where(keep, g_theta, 0.0)
-        g_theta.addcmul_(2.0 * theta / (theta.square() + 1e-16), g_ls2, value=-1.0)
+        g_theta.addcmul_(theta / sq, g_ls2, value=-2.0)
         return g_theta, g_ls2, None, None, None
 
 
@@ -166,7 +167,7 @@ class LayerSVD(Wrapped):
 
 
 @REGULARIZERS.register("sparse_vd", config=SparseVDConfig, granularities=("weight",), reparameterises=True)
-class SparseVD(WrapsLinears):
+class SparseVD(WrapsLayers):
     """The sparsifier of `schedule=regularized`: `wrap` before training, KL in `penalty`, `fold` after."""
 
     grouped = False
