@@ -120,6 +120,11 @@ class L0(WrapsLayers):
     elementwise = True
     method = "l0"
 
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.beta = float(cfg.get("ema", 0.0))
+        self.average: list[Tensor] = []  # the parameter average p̄ (with `ema`), from `wrap` to `fold`
+
     def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, steps_per_epoch: int = 1,
              frozen: tuple[str, ...] = ()) -> None:
         # the classifier's units are the classes: no unit gates there (`frozen`)
@@ -128,7 +133,6 @@ class L0(WrapsLayers):
         drop = lambda layer: float(c.init_drop if layer is not first or c.init_drop_first is None else c.init_drop_first)
         self.wrap_layers(model, prunable, lambda layer: LinearL0(layer, str(c.granularity), drop(layer)), frozen)
         self.n_train = n_train
-        self.beta = float(c.get("ema", 0.0))
         self.average = [p.detach().clone() for p in model.parameters()] if self.beta > 0 else []
 
     def expected_l0(self) -> Tensor:

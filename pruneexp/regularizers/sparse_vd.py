@@ -109,11 +109,10 @@ class _Moments(torch.autograd.Function):
         e = log_alpha.exp()
         var = e * weight.square()
         ctx.save_for_backward(theta, sq, e, var, inner, keep if train_clip else None)
-        ctx.mark_non_differentiable(keep)
-        return weight, var, log_alpha, keep
+        return weight, var, log_alpha
 
     @staticmethod
-    def backward(ctx, g_weight, g_var, g_log_alpha, _g_keep):
+    def backward(ctx, g_weight, g_var, g_log_alpha):
         theta, sq, e, var, inner, keep = ctx.saved_tensors
         g_ls2 = torch.where(inner, g_var * var + g_log_alpha, 0.0)
         g_theta = torch.addcmul(g_weight, theta * e, g_var, value=2.0)
@@ -149,8 +148,8 @@ class LayerSVD(Wrapped):
         if not self.training:  # deterministic: the mean, weights at or above the threshold removed
             return self.op(x, self.weight * self.keep(), self.bias)
         # log α once per step: the KL of this step (`kl`) reads it rather than computing it again
-        weight, var_weight, self._step_log_alpha, _ = _Moments.apply(self.weight, self.log_sigma2, self.clip, self.threshold,
-                                                                    self.train_clip)
+        weight, var_weight, self._step_log_alpha = _Moments.apply(self.weight, self.log_sigma2, self.clip, self.threshold,
+                                                                 self.train_clip)
         mean = self.op(x, weight, self.bias)
         var = self.op(x.square(), var_weight)
         return mean + (var + 1e-8).sqrt() * torch.randn_like(mean)
@@ -159,7 +158,7 @@ class LayerSVD(Wrapped):
         """Σ KL over the weights, at the log α of the last training forward when there is one (then
         consumed), else at the current parameters."""
         log_alpha, self._step_log_alpha = self._step_log_alpha, None
-        return -neg_kl_sum(self.log_alpha if log_alpha is None else log_alpha)
+        return _KLSum.apply(self.log_alpha if log_alpha is None else log_alpha)
 
     def fold(self) -> tuple[nn.Module, Tensor]:
         keep = self.keep().detach()
