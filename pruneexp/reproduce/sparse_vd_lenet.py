@@ -17,23 +17,26 @@ The first fast variant ran the same recipe 10x shorter (20 epochs: KL weight 0 t
 from epoch 3, the LR flat to epoch 10 then to 0) against its expectation (compression >= 10x at a
 final error <= 2.5 %): PASS (2.05 % at 96.2x), but at 6.2 CPU-minutes, too slow for CI.
 
-The fast variant now (CI) runs the recipe 33x shorter, every phase scaled by 6/200: 6 epochs of
-550 steps, the KL weight 0 for 82 steps (5 of 200 epochs) then linear to 1 over 247 steps (15 of
-200), the LR flat to epoch 3 then linearly to 0 at 6; the same network, init, clip, threshold,
-train_clip, batch and optimizer. Its expectation, stated before it was run:
+The second fast variant ran the recipe 33x shorter, every phase scaled by 6/200 (6 epochs of 550
+steps, the KL weight 0 for 82 steps then linear to 1 over 247, the LR flat to epoch 3 then linearly
+to 0 at 6), against its expectation (compression >= 10x, final error <= 3.0 %): 80.0x PASS but
+3.89 % error FAIL, at 1.6 CPU-minutes (outputs in results/reproductions/sparse_vd_lenet_fast_6ep/):
+6 epochs do not bring the noisy network back near 2 %, and LeNet-300-100's step (18-28 ms of CPU
+under load, the 235 200 first-layer weights' passes) leaves no room for more epochs in CI.
 
-- compression >= 10x (90 % of the weights gone): the KL pulls log α up from step 82; for a weight
-  the data does not hold, its gradient -2/θ · ∂KL/∂log α shrinks θ, and Adam's steps (~1e-3 a
-  step against |θ| ~ 0.01 at init) take log α past the threshold 3 within hundreds of steps, so
-  the ~2 700 steps at full KL weight suffice for most of the 235 200 first-layer weights (the
-  paper's 98.9 % sparse layer);
-- final test error <= 3.0 %: a LeNet-300-100 trained with Adam 1e-3 is near 2 % after a few
-  epochs; the multiplicative noise and a run 33x shorter than the paper's (1.92 %) leave it a
-  point of room.
+The fast variant now (CI) is a smaller network for longer: 784-100-10 (model=mlp, widths [100]: a
+third of the first layer's weights, 7 against 21 ms a step in a bare loop), 10 epochs, every
+phase of the 200-epoch recipe scaled by 10/200: the KL weight 0 for 137 steps (5 epochs of 200),
+then linear to 1 over 412 (15 of 200), the LR flat to epoch 5 then linearly to 0 at 10; the same
+init, clip, threshold, train_clip, batch and optimizer. Its expectation, stated before it was run:
 
-Its run (seed 0): 3.89 % error (FAIL) at 80.0x (PASS), 1.6 CPU-minutes under a load of ~5. The
-error expectation was wrong: 6 epochs do not bring the noisy network back near 2 %. It stays out
-of CI (and no shorter recipe would fit CI's CPU budget and expect a useful error).
+- compression >= 10x: the KL removes most weights within the first epochs (LeNet-300-100 reached
+  80x after 6 epochs and 97x after 20); a 100-unit layer has less to spare than a 300-unit one,
+  but MNIST's background pixels alone (291 of 784 are background in >= 99 % of the training
+  images) and the redundant rest leave far more than 90 % removable;
+- final test error <= 3.5 %: LeNet-300-100 gave 3.89 % after 6 epochs and 2.05-2.09 % after 20;
+  10 epochs, the LR decaying to 0 over the second half, put it between, near 3 %; a 100-unit
+  hidden layer costs a few tenths of a point against 300-100 in a dense MLP on MNIST.
 """
 
 from __future__ import annotations
@@ -69,8 +72,10 @@ def check(table: pd.DataFrame) -> list[Check]:
 
 def fast_check(table: pd.DataFrame) -> list[Check]:
     err, comp = final(table)
-    return [Check("fast (6 epochs): final test error", "1.92 % after 200 epochs", f"{err:.2f} %", "<= 3.0 %", err <= 3.0),
-            Check("fast (6 epochs): compression", "68x after 200 epochs", f"{comp:.1f}x", ">= 10x", comp >= 10)]
+    return [Check("fast (784-100-10, 10 epochs): final test error", "1.92 % (LeNet-300-100, 200 epochs)", f"{err:.2f} %",
+                  "<= 3.5 %", err <= 3.5),
+            Check("fast (784-100-10, 10 epochs): compression", "68x (LeNet-300-100, 200 epochs)", f"{comp:.1f}x", ">= 10x",
+                  comp >= 10)]
 
 
 register(Reproduction(
@@ -81,11 +86,9 @@ register(Reproduction(
     seeds=(0,),
     check=check,
     fast_check=fast_check,
-    # every phase of the 200-epoch recipe scaled by 6/200 (550 steps an epoch)
-    fast=["train.duration=6ep", "regularizer.kl_warmup_start=82it", "regularizer.kl_warmup=247it", "train.milestones=[3ep]",
-          "train.eval_every=1ep"],
+    # 784-100-10, every phase of the 200-epoch recipe scaled by 10/200 (550 steps an epoch)
+    fast=["model=mlp", "model.widths=[100]", "train.duration=10ep", "regularizer.kl_warmup_start=137it",
+          "regularizer.kl_warmup=412it", "train.milestones=[5ep]", "train.eval_every=2ep"],
     metric="test_acc",
-    # Not in CI: the 6-epoch variant FAILed its stated error expectation (3.89 % against <= 3.0 %, at 80x) and
-    # took 1.6 CPU-minutes under load (results/reproductions/README.md); no shorter faithful recipe fits CI.
-    ci=False,
+    ci=True,
 ))
