@@ -109,3 +109,38 @@ def test_l0_gate_granularity_mismatch_refused(make_cfg):
 
     with pytest.raises(PruneexpError, match="prune.granularity=channel"):
         validate(make_cfg("schedule=regularized", "regularizer=l0", "regularizer.granularity=channel"))
+
+
+def test_ema_of_the_parameters_is_what_folds():
+    """regularizer.ema = β: p̄ ← β p̄ + (1 − β) p after each step, from the initial parameters (the
+    authors' update_ema), and the fold uses p̄; β = 0 (the default) folds the final parameters."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    prunable = {"0.weight": model[0].weight}
+    l0 = L0(OmegaConf.structured(L0Config(name="l0", granularity="input", ema=0.5)))
+    l0.wrap(model, prunable, n_train=10)
+    layer = l0.layers["0.weight"]
+    w0 = layer.weight.detach().clone()
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    l0.after_step(model, 0, None, None)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    l0.after_step(model, 1, None, None)  # p̄ = 0.5 (0.5 w0 + 0.5 (w0 + 1)) + 0.5 (w0 + 2) = w0 + 1.25
+    with torch.no_grad():  # the final gates wide open (ẑ = 1); their average is log α = 0 (init_drop 0.5): ẑ = 0.5
+        layer.log_alpha.fill_(4.0)
+    l0.fold(model, MaskSet.dense(prunable))
+    assert torch.allclose(model[0].weight, (w0 + 1.25) * 0.5)
+    assert l0.average == []
+    off = L0(OmegaConf.structured(L0Config(name="l0", granularity="input")))
+    model = nn.Sequential(nn.Linear(4, 3))
+    off.wrap(model, {"0.weight": model[0].weight}, n_train=10)
+    assert off.average == []
+
+
+def test_ema_default_is_hash_neutral(make_cfg):
+    from pruneexp.runner import run_directory
+
+    base = ("schedule=regularized", "regularizer=l0")
+    assert run_directory(make_cfg(*base)) == run_directory(make_cfg(*base, "regularizer.ema=0.0"))
+    assert run_directory(make_cfg(*base)) != run_directory(make_cfg(*base, "regularizer.ema=0.999"))

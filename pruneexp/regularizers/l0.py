@@ -19,8 +19,11 @@ probability):
 a column, a unit gate a row). Gates start closed with probability `init_drop` (the first layer's
 `init_drop_first`: the authors' MLP uses 0.2 there, 0.5 elsewhere); log α is kept in
 [log 0.01, log 100] after each step, as the authors' `constrain_parameters` does. One gate sample
-per minibatch. Not done: the authors' MLP also evaluates an exponential moving average of the
-parameters (β = 0.999); here the final parameters are evaluated.
+per minibatch. `ema` = β > 0 keeps an exponential moving average of every parameter of the model
+(gates, weights, biases), p̄ ← β p̄ + (1 − β) p after each step from p̄ = the initial parameters,
+as the authors' MLP does (β = 0.999, their `update_ema`), and folds p̄ rather than the final
+parameters, so the run's level is the averaged network (evaluations logged during training are of
+the raw parameters). Off by default (β = 0: the final parameters), which leaves run hashes as before.
 At test time ẑ = min(1, max(0, σ(log α)(ζ − γ) + γ)) (the paper's rule); the layers fold back to
 nn.Linear with weights W·ẑ (and, for unit gates, biases b·ẑ) and a MaskSet that is False where
 ẑ = 0, so the folded model equals the gated one in deterministic mode.
@@ -39,7 +42,7 @@ from torch import Tensor, nn
 from pruneexp.config import RegularizerConfig
 from pruneexp.regularizers import REGULARIZERS
 from pruneexp.pruning.masks import owner_name
-from pruneexp.regularizers.reparam import WrapsLinears
+from pruneexp.regularizers.reparam import Wrapped, WrapsLayers
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 GATES = ("weight", "channel", "input")
@@ -53,6 +56,7 @@ class L0Config(RegularizerConfig):
     init_drop: float = 0.5  # initial P(gate closed) (log α = log((1 - p) / p))
     init_drop_first: Optional[float] = None  # the first layer's initial P(gate closed); None: init_drop
     l2: float = 0.0  # wd: ½ wd w² per weight, re-weighted by its gate's P(open) (the authors' code: 5e-4)
+    ema: float = 0.0  # β of an exponential moving average of the parameters, folded in at the end (0: off; authors: 0.999)
 
 
 def prob_nonzero(log_alpha: Tensor) -> Tensor:
@@ -72,13 +76,11 @@ def test_gates(log_alpha: Tensor) -> Tensor:
     return torch.clamp(torch.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
-class LinearL0(nn.Module):
+class LinearL0(Wrapped):
     def __init__(self, linear: nn.Linear, gates: str, init_drop: float):
-        super().__init__()
-        self.in_features, self.out_features, self.gates = linear.in_features, linear.out_features, gates
-        self.weight = nn.Parameter(linear.weight.detach().clone())
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
-        shape = {"weight": self.weight.shape, "channel": (self.out_features,), "input": (self.in_features,)}[gates]
+        super().__init__(linear)
+        self.gates = gates
+        shape = {"weight": self.weight.shape, "channel": (linear.out_features,), "input": (linear.in_features,)}[gates]
         self.log_alpha = nn.Parameter(torch.full(shape, math.log((1 - init_drop) / init_drop)))
 
     def gate_sums(self, values: Tensor) -> Tensor:
@@ -103,19 +105,14 @@ class LinearL0(nn.Module):
 
     def fold(self) -> tuple[nn.Linear, Tensor]:
         z = test_gates(self.log_alpha).detach()
-        w, b = self._effective(z)
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None).to(self.weight.device)
-        with torch.no_grad():
-            out.weight.copy_(w)
-            if b is not None:
-                out.bias.copy_(b)
+        out = self.plain(*self._effective(z))
         open_ = z > 0
         keep = {"weight": open_, "channel": open_[:, None], "input": open_[None, :]}[self.gates].expand_as(self.weight).clone()
         return out, keep
 
 
 @REGULARIZERS.register("l0", config=L0Config, granularities=("weight", "channel"), reparameterises=True)
-class L0(WrapsLinears):
+class L0(WrapsLayers):
     """The sparsifier of `schedule=regularized`: gates wrapped on before training, the expected-L0
     penalty in `penalty`, folded back with the test-time gate rule after."""
 
@@ -124,10 +121,9 @@ class L0(WrapsLinears):
     method = "l0"
 
     def __init__(self, cfg: Any):
-        super().__init__()
-        self.cfg = cfg
-        self.strength = float(cfg.strength)
-        self.n_train = 1
+        super().__init__(cfg)
+        self.beta = float(cfg.get("ema", 0.0))
+        self.average: list[Tensor] = []  # the parameter average p̄ (with `ema`), from `wrap` to `fold`
 
     def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, steps_per_epoch: int = 1,
              frozen: tuple[str, ...] = ()) -> None:
@@ -135,8 +131,9 @@ class L0(WrapsLinears):
         c = self.cfg
         first = model.get_submodule(owner_name(next(iter(prunable)))) if prunable else None
         drop = lambda layer: float(c.init_drop if layer is not first or c.init_drop_first is None else c.init_drop_first)
-        self.wrap_linears(model, prunable, lambda layer: LinearL0(layer, str(c.granularity), drop(layer)), frozen)
+        self.wrap_layers(model, prunable, lambda layer: LinearL0(layer, str(c.granularity), drop(layer)), frozen)
         self.n_train = n_train
+        self.average = [p.detach().clone() for p in model.parameters()] if self.beta > 0 else []
 
     def expected_l0(self) -> Tensor:
         """The expected number of open weights, Σ_j P(z_j ≠ 0) · (weights gate j switches off)."""
@@ -159,6 +156,16 @@ class L0(WrapsLinears):
         with torch.no_grad():  # the authors' constrain_parameters
             for layer in self.layers.values():
                 layer.log_alpha.clamp_(math.log(1e-2), math.log(1e2))
+            if self.average:  # the authors' update_ema, after their constrain_parameters
+                torch._foreach_lerp_(self.average, [p.detach() for p in model.parameters()], 1.0 - self.beta)
+
+    def fold(self, model: nn.Module, masks: Any) -> Any:
+        """With `ema`: the averaged parameters replace the final ones, then the layers fold back."""
+        if self.average:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in model.parameters()], self.average)
+            self.average = []
+        return super().fold(model, masks)
 
     def log(self) -> dict[str, Any]:
         with torch.no_grad():

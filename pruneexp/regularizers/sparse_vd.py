@@ -1,11 +1,13 @@
 """`regularizer=sparse_vd`: sparse variational dropout (Molchanov, Ashukha & Vetrov 2017,
 "Variational Dropout Sparsifies Deep Neural Networks").
 
-Each weight of a prunable Linear layer is w = θ (1 + √α ε), ε ~ N(0, 1), in the additive-noise
+Each weight of a prunable Linear or Conv2d layer is w = θ (1 + √α ε), ε ~ N(0, 1), in the additive-noise
 reparameterisation w = θ + σ ε (σ² = α θ², σ² learned as log σ², log α = log σ² − log θ²). Training
 samples the pre-activations with the local reparameterisation trick:
 
     b ~ N(x θᵀ + bias, x² (α θ²)ᵀ),   log α clipped to [−8, 8] (`log_alpha_clip`)
+
+(a convolution: b ~ N(conv(x, θ) + bias, conv(x², α θ²)), the authors' `Conv2DVarDropOutARD`)
 
 and the loss is the ELBO per training example: task loss + β_t Σ KL / N (N the training-set size,
 β_t the KL weight: 0 until `kl_warmup_start`, then linearly to `strength` over `kl_warmup`; the
@@ -18,9 +20,10 @@ training forward. The KL to the log-uniform prior is the paper's approximation (
 Choices follow the authors' code (bayesgroup/variational-dropout-sparsifies-dnn, `DenseVarDropOutARD`:
 variance exp(clip(log α)) θ², clip ±8, `train_clip=True`, threshold 3). At the end weights with
 log α >= `log_alpha_threshold` (3) are pruned: the layers fold back to plain
-nn.Linear with weight θ·[log α <= 3] and a MaskSet, whose outputs equal the trained layers' in
-deterministic mode (eval: the mean θ, pruned weights removed), so every measurement works unchanged.
-Linear layers only (LeNets, MLPs); a prunable convolution is refused before training.
+nn.Linear / nn.Conv2d with weight θ·[log α < 3] and a MaskSet, whose outputs equal the trained
+layers' in deterministic mode (eval: the mean θ, pruned weights removed), so every measurement works
+unchanged. Other prunable layer kinds (Conv1d, zero-padding given as 'same') are refused before
+training.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from torch import Tensor, nn
 
 from pruneexp.config import RegularizerConfig
 from pruneexp.regularizers import REGULARIZERS
-from pruneexp.regularizers.reparam import WrapsLinears
+from pruneexp.regularizers.reparam import Wrapped, WrapsLayers
 from pruneexp.train.durations import to_steps
 
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
@@ -57,17 +60,79 @@ def neg_kl_approx(log_alpha: Tensor) -> Tensor:
     return K1 * torch.sigmoid(K2 + K3 * log_alpha) - 0.5 * F.softplus(-log_alpha) - K1
 
 
-class LinearSVD(nn.Module):
-    """nn.Linear with sparse variational dropout: `weight` is θ, `log_sigma2` its log variance."""
+def neg_kl_sum(log_alpha: Tensor) -> Tensor:
+    """Σ `neg_kl_approx` over every weight (differentiable in log α; see `_KLSum`)."""
+    return -_KLSum.apply(log_alpha)
 
-    def __init__(self, linear: nn.Linear, init_log_sigma2: float, threshold: float, clip: float = 8.0,
+
+# The two functions below run on every weight at every training step, and elementwise passes over
+# the weights, not the matmuls, were most of a step's cost (LeNet-300-100, batch 100, one CPU thread:
+# 28 ms a step with autograd's ~70 passes). torch.compile would fuse them but costs more CPU time to
+# compile than a CI run has; so their gradients are written out by hand (about half the passes),
+# and tests/test_sparse_vd.py holds them to autograd's with gradcheck.
+class _KLSum(torch.autograd.Function):
+    """Σ KL ≈ Σ −(k₁ σ(k₂ + k₃ log α) − ½ softplus(−log α) − k₁), with
+    ∂/∂ log α = −(k₁ k₃ s (1 − s) + ½ σ(−log α)), s = σ(k₂ + k₃ log α)."""
+
+    @staticmethod
+    def forward(ctx, log_alpha: Tensor) -> Tensor:
+        s = torch.sigmoid(log_alpha * K3 + K2)
+        q = torch.sigmoid(log_alpha)  # softplus(−x) = −log σ(x)
+        ctx.save_for_backward(s, q)
+        return K1 * log_alpha.numel() - K1 * s.sum() - 0.5 * torch.log(q).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        s, q = ctx.saved_tensors
+        return (s - s.square()).mul_(-K1 * K3).add_(q, alpha=0.5).sub_(0.5) * grad
+
+
+class _Moments(torch.autograd.Function):
+    """(W, V, log α) of a layer at one training step from θ and log σ²:
+
+        log α = clip(log σ² − log(θ² + 1e-16), −c, c),  keep = log α < threshold,
+        W = θ · keep (θ without `train_clip`),  V = exp(log α) · W²
+
+    (the mean and the variance weights of the local reparameterisation). With inner = (log α not
+    clipped) and r = 2θ / (θ² + 1e-16), the gradients are
+
+        ∂/∂ log σ² = inner · (g_V V + g_logα),   ∂/∂θ = keep · (g_W + 2θ exp(log α) g_V) − r · ∂/∂ log σ²."""
+
+    @staticmethod
+    def forward(ctx, theta: Tensor, log_sigma2: Tensor, clip: float, threshold: float, train_clip: bool):
+        sq = theta.square().add_(1e-16)
+        raw = log_sigma2 - torch.log(sq)
+        inner = (raw > -clip) & (raw < clip)
+        log_alpha = raw.clamp_(-clip, clip)
+        keep = log_alpha < threshold
+        weight = torch.where(keep, theta, 0.0) if train_clip else theta
+        e = log_alpha.exp()
+        var = e * weight.square()
+        ctx.save_for_backward(theta, sq, e, var, inner, keep if train_clip else None)
+        return weight, var, log_alpha
+
+    @staticmethod
+    def backward(ctx, g_weight, g_var, g_log_alpha):
+        theta, sq, e, var, inner, keep = ctx.saved_tensors
+        g_ls2 = torch.where(inner, g_var * var + g_log_alpha, 0.0)
+        g_theta = torch.addcmul(g_weight, theta * e, g_var, value=2.0)
+        if keep is not None:
+            g_theta = torch.where(keep, g_theta, 0.0)
+        g_theta.addcmul_(theta / sq, g_ls2, value=-2.0)
+        return g_theta, g_ls2, None, None, None
+
+
+class LayerSVD(Wrapped):
+    """nn.Linear or nn.Conv2d with sparse variational dropout: `weight` is θ, `log_sigma2` its log
+    variance. A convolution's pre-activations are sampled the same way (the authors'
+    `Conv2DVarDropOutARD`): mean conv(x, θ) + bias, variance conv(x², α θ²)."""
+
+    def __init__(self, layer: nn.Module, init_log_sigma2: float, threshold: float, clip: float = 8.0,
                  train_clip: bool = True):
-        super().__init__()
-        self.in_features, self.out_features, self.threshold = linear.in_features, linear.out_features, threshold
-        self.clip, self.train_clip = clip, train_clip
-        self.weight = nn.Parameter(linear.weight.detach().clone())
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+        super().__init__(layer)
+        self.threshold, self.clip, self.train_clip = threshold, clip, train_clip
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, init_log_sigma2))
+        self._step_log_alpha: Tensor | None = None  # this training step's log α (shared by forward and KL)
 
     @property
     def log_alpha(self) -> Tensor:
@@ -76,49 +141,50 @@ class LinearSVD(nn.Module):
     def keep(self) -> Tensor:
         return self.log_alpha < self.threshold
 
+    def op(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        return F.linear(x, weight, bias) if self.conv is None else F.conv2d(x, weight, bias, **self.conv)
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:  # deterministic: the mean, weights at or above the threshold removed
-            return F.linear(x, self.weight * self.keep(), self.bias)
-        log_alpha = self.log_alpha
-        weight = self.weight * (log_alpha < self.threshold) if self.train_clip else self.weight
-        mean = F.linear(x, weight, self.bias)
-        var = F.linear(x.square(), log_alpha.exp() * weight.square())
+            return self.op(x, self.weight * self.keep(), self.bias)
+        # log α once per step: the KL of this step (`kl`) reads it rather than computing it again
+        weight, var_weight, self._step_log_alpha = _Moments.apply(self.weight, self.log_sigma2, self.clip, self.threshold,
+                                                                 self.train_clip)
+        mean = self.op(x, weight, self.bias)
+        var = self.op(x.square(), var_weight)
         return mean + (var + 1e-8).sqrt() * torch.randn_like(mean)
 
     def kl(self) -> Tensor:
-        return -neg_kl_approx(self.log_alpha).sum()
+        """Σ KL over the weights, at the log α of the last training forward when there is one (then
+        consumed), else at the current parameters."""
+        log_alpha, self._step_log_alpha = self._step_log_alpha, None
+        return _KLSum.apply(self.log_alpha if log_alpha is None else log_alpha)
 
-    def fold(self) -> tuple[nn.Linear, Tensor]:
+    def fold(self) -> tuple[nn.Module, Tensor]:
         keep = self.keep().detach()
-        out = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None).to(self.weight.device)
-        with torch.no_grad():
-            out.weight.copy_(self.weight * keep)
-            if self.bias is not None:
-                out.bias.copy_(self.bias)
-        return out, keep
+        return self.plain(self.weight * keep, self.bias), keep
 
 
 @REGULARIZERS.register("sparse_vd", config=SparseVDConfig, granularities=("weight",), reparameterises=True)
-class SparseVD(WrapsLinears):
+class SparseVD(WrapsLayers):
     """The sparsifier of `schedule=regularized`: `wrap` before training, KL in `penalty`, `fold` after."""
 
     grouped = False
     elementwise = True
     method = "sparse_vd"
+    kinds = (nn.Linear, nn.Conv2d)
 
     def __init__(self, cfg: Any):
-        super().__init__()
-        self.cfg = cfg
-        self.strength = float(cfg.strength)
-        self.n_train, self.warmup_start, self.warmup_steps, self.weight_now = 1, 0, 1, 0.0
+        super().__init__(cfg)
+        self.warmup_start, self.warmup_steps, self.weight_now = 0, 1, 0.0
 
     def wrap(self, model: nn.Module, prunable: dict[str, nn.Parameter], n_train: int, steps_per_epoch: int = 1,
              frozen: tuple[str, ...] = ()) -> None:
-        """Every prunable linear layer, the classifier included, becomes a LinearSVD (`frozen` only
-        keeps units whole, and sparse VD prunes weights)."""
+        """Every prunable linear and convolutional layer, the classifier included, becomes a LayerSVD
+        (`frozen` only keeps units whole, and sparse VD prunes weights)."""
         c = self.cfg
-        self.wrap_linears(model, prunable, lambda layer: LinearSVD(layer, float(c.init_log_sigma2), float(c.log_alpha_threshold),
-                                                                   float(c.log_alpha_clip), bool(c.train_clip)))
+        self.wrap_layers(model, prunable, lambda layer: LayerSVD(layer, float(c.init_log_sigma2), float(c.log_alpha_threshold),
+                                                                 float(c.log_alpha_clip), bool(c.train_clip)))
         self.n_train = n_train
         self.warmup_start = to_steps(c.kl_warmup_start, steps_per_epoch)
         self.warmup_steps = max(1, to_steps(c.kl_warmup, steps_per_epoch))
@@ -130,12 +196,14 @@ class SparseVD(WrapsLinears):
     def penalty(self, model: nn.Module, step: int) -> Tensor | None:
         self.weight_now = self.kl_weight(step)
         if self.weight_now == 0:
+            for layer in self.layers.values():
+                layer._step_log_alpha = None  # this step's log α is not needed
             return None
         return self.weight_now * sum(layer.kl() for layer in self.layers.values()) / self.n_train
 
     def log(self) -> dict[str, Any]:
         with torch.no_grad():
-            kl = float(sum(layer.kl() for layer in self.layers.values()))
+            kl = -float(sum(neg_kl_sum(layer.log_alpha) for layer in self.layers.values()))
             kept = sum(int(layer.keep().sum()) for layer in self.layers.values())
             total = sum(layer.weight.numel() for layer in self.layers.values())
         return dict(kl_weight=self.weight_now, kl=kl, vd_sparsity=1 - kept / max(1, total))

@@ -9,10 +9,22 @@ Setups: `group_lasso` (experiment group_lasso_units: proximal group lasso, λ = 
 units thresholded at ‖w_g‖ <= 1e-3, 2 epochs of fine-tuning) and `none` (the same schedule and
 budget, no regularizer: the reference accuracy). The numbers are the final test accuracy of the
 last level (after fine-tuning), not the best seen during training.
-Fast variant (CI): 2 training epochs + 1 fine-tuning epoch, λ = 2e-3, one seed; the same claims and
-tolerances. (λ was doubled for the short recipe after one attempt with the full variant's λ = 1e-3
-at 2 epochs removed 40.8 % of the units, a FAIL of the first claim; at λ = 2e-3 the accuracy claim
-holds with little margin: 0.45 of 0.5 points.)
+Fast variant: 2 training epochs, λ = 2e-3, one seed; the same claims and tolerances. (λ was doubled
+for the short recipe after one attempt with the full variant's λ = 1e-3 at 2 epochs removed 40.8 %
+of the units, a FAIL of the first claim; at λ = 2e-3 with 1 fine-tuning epoch the accuracy claim
+held with little margin: 0.45 of 0.5 points, too little for CI.)
+Fast variant now (CI): the same, with the full variant's 2 fine-tuning epochs rather than 1, for
+both setups. Stated before its run: the training phase is unchanged (same seed, same steps), so
+the same 296 units (74 %) are removed; the extra epoch lets the pruned network recover more than
+the reference gains (the reference is already trained, the pruned one has just lost 74 % of its
+hidden units), so the accuracy claim is expected to hold by more than the 0.05 points of before.
+Its run (seed 0): 289 units removed (72.2 %), 0.14 points lost (97.75 % vs 97.89 %), the shrunk
+network 2.05x / 1.12x faster at batch 1 / 256 (timed under a load of ~6): PASS, PASS, PASS. Not the
+same 296 units as before, as was stated: the earlier run used the foreach optimizer, the default
+then; the fused one (the default since) rounds differently. Run again with one thread
+(`hardware.threads=1`, now part of the fast variant): the same numbers to the last digit, the
+shrunk network 2.20x / 2.47x faster, 43 s wall and 29 s CPU against 2 min 45 s and 107 s with
+two threads on the loaded machine.
 """
 
 from __future__ import annotations
@@ -74,10 +86,10 @@ register(Reproduction(
     seeds=(0, 1, 2),
     check=lambda table: [],
     check_runs=check_runs,
-    fast=["train.duration=2ep", "schedule.finetune.duration=1ep", "regularizer.strength=2e-3"],
+    # fine-tuning: the experiment's 2 epochs. One thread: CI's budget is one thread's CPU time, and two threads on a
+    # busy 2-core machine wait on each other (the same runs: 107 CPU-s and 2.7 min wall with 2, 29 CPU-s and 0.7 min with 1)
+    fast=["train.duration=2ep", "regularizer.strength=2e-3", "hardware.threads=1"],
     fast_seeds=(0,),
     metric="test_acc",
-    # Not in CI yet: the fast variant passed its accuracy check by 0.05 points (0.45 of the 0.5 allowed), less than
-    # the run-to-run spread seen between machines and thread counts; a CI FAIL there would block every landing.
-    ci=False,
+    ci=True,
 ))

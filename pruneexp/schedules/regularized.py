@@ -68,7 +68,7 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
             try:
                 sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), spe, frozen)
             except TypeError as err:
-                raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of Linear layers (lenet_300_100, mlp).") from err
+                raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of the layers it wraps (lenet_300_100, mlp; sparse_vd: lenet5, lenet5_caffe too).") from err
     else:
         sparsifier = PenaltySparsifier(penalty, make_groups(model, ctx.prunable(model), penalty.grouped, frozen), r["update"])
 
