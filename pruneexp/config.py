@@ -248,7 +248,8 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 HASH_NEUTRAL: dict[str, Any] = {"train.optimizer_impl": "foreach", "train.batch_order": "shuffle", "prune.biases": False,
                                 "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None,
                                 "dataset.block_size": 64, "dataset.path": "", "dataset.vocab_size": 16, "dataset.order": 2,
-                                "dataset.concentration": 0.3, "dataset.chain_seed": 0, "regularizer.ema": 0.0}
+                                "dataset.concentration": 0.3, "dataset.chain_seed": 0, "regularizer.ema": 0.0,
+                                "regularizer.train_clip_variance": "all"}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

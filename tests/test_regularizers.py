@@ -111,6 +111,7 @@ def test_subgradient_penalty_value():
     (["schedule=regularized", "regularizer=l1", "regularizer.update=prox"], "regularizer.update"),
     (["schedule=regularized", "regularizer=l1", "regularizer.target_sparsity=1.5"], "target_sparsity"),
     (["schedule=regularized", "regularizer=elastic_net", "regularizer.l1_ratio=2"], "l1_ratio"),
+    (["schedule=regularized", "regularizer=sparse_vd", "regularizer.train_clip_variance=dense"], "train_clip_variance"),
 ])
 def test_bad_combinations_refused(make_cfg, overrides, match):
     from pruneexp.validate import validate

@@ -134,8 +134,8 @@ def test_sparse_vd_run_resumes_after_the_fold(make_cfg):
     assert abs(again.levels[1]["test_acc"] - first.levels[1]["test_acc"]) < 1e-9
 
 
-@pytest.mark.parametrize("train_clip", [True, False])
-def test_hand_written_gradients_match_autograd(train_clip):
+@pytest.mark.parametrize("train_clip, clip_variance", [(True, True), (False, True), (True, False)])
+def test_hand_written_gradients_match_autograd(train_clip, clip_variance):
     """_Moments and _KLSum (hand-written backward, for speed) against torch.autograd.gradcheck in
     float64, with log α spread over the clip range and the threshold, and against the autograd
     formulas they replace (the forward values too)."""
@@ -145,14 +145,14 @@ def test_hand_written_gradients_match_autograd(train_clip):
     theta = (torch.randn(7, 5, dtype=torch.float64) * 0.1).requires_grad_()
     # log σ² so that log α lies in (-12, 12): some clipped at ±8, some past the threshold 3
     log_sigma2 = (torch.log(theta.detach().square()) + torch.empty_like(theta).uniform_(-12, 12)).requires_grad_()
-    moments = lambda t, s: _Moments.apply(t, s, 8.0, 3.0, train_clip)  # noqa: E731
+    moments = lambda t, s: _Moments.apply(t, s, 8.0, 3.0, train_clip, clip_variance)  # noqa: E731
     assert torch.autograd.gradcheck(moments, (theta, log_sigma2))
     assert torch.autograd.gradcheck(lambda la: _KLSum.apply(la), (log_sigma2.detach().clamp(-8, 8).requires_grad_(),))
     weight, var, log_alpha = moments(theta, log_sigma2)
     ref_la = torch.clamp(log_sigma2 - torch.log(theta.square() + 1e-16), -8, 8)
     ref_w = theta * (ref_la < 3) if train_clip else theta
     assert torch.allclose(log_alpha, ref_la) and torch.equal(weight, ref_w)
-    assert torch.allclose(var, ref_la.exp() * ref_w.square())
+    assert torch.allclose(var, ref_la.exp() * (ref_w if clip_variance else theta).square())
     assert float(_KLSum.apply(log_alpha.detach())) == pytest.approx(float(-neg_kl_approx(ref_la.detach()).sum()), rel=1e-12)
 
 
@@ -216,3 +216,24 @@ def test_reproduction_checks_each_network_against_its_own_paper_numbers():
                    "lenet5_caffe: final test error": False, "lenet5_caffe: compression (prunable weights / kept)": True}
     only = check(table.iloc[:1].drop(columns="model.name"))  # one setup on disk: the experiment's LeNet-300-100
     assert [c.claim.split(":")[0] for c in only] == ["lenet_300_100"] * 2
+
+
+def test_the_authors_dense_layer_samples_noise_from_clipped_weights():
+    """`train_clip_variance=conv` (bayesgroup's DenseVarDropOutARD): a weight past the threshold is
+    out of the training mean but its variance exp(log α) θ² stays; under `all` it adds nothing.
+    One weight θ = 1 with log α = 5 (>= 3), input 1, bias 0: the mean is 0 either way, the
+    standard deviation e^2.5 against 0."""
+    from pruneexp.regularizers.sparse_vd import LayerSVD
+
+    layer = nn.Linear(1, 1)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.bias.zero_()
+    x = torch.ones(20_000, 1)
+    torch.manual_seed(0)
+    for clip_variance, std in ((True, 0.0), (False, math.exp(2.5))):
+        wrapped = LayerSVD(layer, init_log_sigma2=5.0, threshold=3.0, clip_variance=clip_variance).train()
+        out = wrapped(x).detach()
+        assert float(out.mean()) == pytest.approx(0.0, abs=4 * std / math.sqrt(len(x)) + 1e-3)
+        assert float(out.std()) == pytest.approx(std, rel=0.03, abs=1e-3)
+        assert not wrapped.keep().any()  # pruned at the end either way

@@ -18,7 +18,8 @@ training forward. The KL to the log-uniform prior is the paper's approximation (
     −KL ≈ k₁ σ(k₂ + k₃ log α) − ½ log(1 + 1/α) − k₁,   k₁ = 0.63576, k₂ = 1.87320, k₃ = 1.48695.
 
 Choices follow the authors' code (bayesgroup/variational-dropout-sparsifies-dnn, `DenseVarDropOutARD`:
-variance exp(clip(log α)) θ², clip ±8, `train_clip=True`, threshold 3). At the end weights with
+variance exp(clip(log α)) θ², clip ±8, `train_clip=True`, threshold 3; its dense layer samples the
+variance from the unclipped θ, its conv layer from the clipped one: `train_clip_variance=conv`). At the end weights with
 log α >= `log_alpha_threshold` (3) are pruned: the layers fold back to plain
 nn.Linear / nn.Conv2d with weight θ·[log α < 3] and a MaskSet, whose outputs equal the trained
 layers' in deterministic mode (eval: the mean θ, pruned weights removed), so every measurement works
@@ -52,6 +53,11 @@ class SparseVDConfig(RegularizerConfig):
     log_alpha_threshold: float = 3.0  # weights with log α at or above it are pruned at the end
     log_alpha_clip: float = 8.0  # log α clipped to [-clip, clip] (the reference: 8)
     train_clip: bool = True  # weights past the threshold are left out of the training forward too
+    # Which layers leave those weights out of the sampled variance as well (with train_clip): `all`,
+    # or `conv` as in the authors' code, whose DenseVarDropOutARD samples the variance
+    # x² (exp(log α) θ²)ᵀ from the unclipped θ (pruned weights still add noise in training) while
+    # its Conv2DVarDropOutARD uses the clipped one.
+    train_clip_variance: str = "all"
     init_log_sigma2: float = -10.0
 
 
@@ -91,15 +97,17 @@ class _Moments(torch.autograd.Function):
     """(W, V, log α) of a layer at one training step from θ and log σ²:
 
         log α = clip(log σ² − log(θ² + 1e-16), −c, c),  keep = log α < threshold,
-        W = θ · keep (θ without `train_clip`),  V = exp(log α) · W²
+        W = θ · keep (θ without `train_clip`),  V = exp(log α) · U²,  U = W (`clip_variance`) or θ
 
     (the mean and the variance weights of the local reparameterisation). With inner = (log α not
     clipped) and r = 2θ / (θ² + 1e-16), the gradients are
 
-        ∂/∂ log σ² = inner · (g_V V + g_logα),   ∂/∂θ = keep · (g_W + 2θ exp(log α) g_V) − r · ∂/∂ log σ²."""
+        ∂/∂ log σ² = inner · (g_V V + g_logα),
+        ∂/∂θ = keep · g_W + keep_U · 2θ exp(log α) g_V − r · ∂/∂ log σ²   (keep_U = keep if U = W, else 1)."""
 
     @staticmethod
-    def forward(ctx, theta: Tensor, log_sigma2: Tensor, clip: float, threshold: float, train_clip: bool):
+    def forward(ctx, theta: Tensor, log_sigma2: Tensor, clip: float, threshold: float, train_clip: bool,
+                clip_variance: bool = True):
         sq = theta.square().add_(1e-16)
         raw = log_sigma2 - torch.log(sq)
         inner = (raw > -clip) & (raw < clip)
@@ -107,19 +115,23 @@ class _Moments(torch.autograd.Function):
         keep = log_alpha < threshold
         weight = torch.where(keep, theta, 0.0) if train_clip else theta
         e = log_alpha.exp()
-        var = e * weight.square()
+        var = e * (weight if clip_variance else theta).square()
         ctx.save_for_backward(theta, sq, e, var, inner, keep if train_clip else None)
+        ctx.clip_variance = clip_variance
         return weight, var, log_alpha
 
     @staticmethod
     def backward(ctx, g_weight, g_var, g_log_alpha):
         theta, sq, e, var, inner, keep = ctx.saved_tensors
         g_ls2 = torch.where(inner, g_var * var + g_log_alpha, 0.0)
-        g_theta = torch.addcmul(g_weight, theta * e, g_var, value=2.0)
-        if keep is not None:
-            g_theta = torch.where(keep, g_theta, 0.0)
+        if keep is None:
+            g_theta = torch.addcmul(g_weight, theta * e, g_var, value=2.0)
+        elif ctx.clip_variance:
+            g_theta = torch.where(keep, torch.addcmul(g_weight, theta * e, g_var, value=2.0), 0.0)
+        else:
+            g_theta = torch.where(keep, g_weight, 0.0).addcmul_(theta * e, g_var, value=2.0)
         g_theta.addcmul_(theta / sq, g_ls2, value=-2.0)
-        return g_theta, g_ls2, None, None, None
+        return g_theta, g_ls2, None, None, None, None
 
 
 class LayerSVD(Wrapped):
@@ -128,9 +140,9 @@ class LayerSVD(Wrapped):
     `Conv2DVarDropOutARD`): mean conv(x, θ) + bias, variance conv(x², α θ²)."""
 
     def __init__(self, layer: nn.Module, init_log_sigma2: float, threshold: float, clip: float = 8.0,
-                 train_clip: bool = True):
+                 train_clip: bool = True, clip_variance: bool = True):
         super().__init__(layer)
-        self.threshold, self.clip, self.train_clip = threshold, clip, train_clip
+        self.threshold, self.clip, self.train_clip, self.clip_variance = threshold, clip, train_clip, clip_variance
         self.log_sigma2 = nn.Parameter(torch.full_like(self.weight, init_log_sigma2))
         self._step_log_alpha: Tensor | None = None  # this training step's log α (shared by forward and KL)
 
@@ -149,7 +161,7 @@ class LayerSVD(Wrapped):
             return self.op(x, self.weight * self.keep(), self.bias)
         # log α once per step: the KL of this step (`kl`) reads it rather than computing it again
         weight, var_weight, self._step_log_alpha = _Moments.apply(self.weight, self.log_sigma2, self.clip, self.threshold,
-                                                                 self.train_clip)
+                                                                 self.train_clip, self.clip_variance)
         mean = self.op(x, weight, self.bias)
         var = self.op(x.square(), var_weight)
         return mean + (var + 1e-8).sqrt() * torch.randn_like(mean)
@@ -183,8 +195,9 @@ class SparseVD(WrapsLayers):
         """Every prunable linear and convolutional layer, the classifier included, becomes a LayerSVD
         (`frozen` only keeps units whole, and sparse VD prunes weights)."""
         c = self.cfg
-        self.wrap_layers(model, prunable, lambda layer: LayerSVD(layer, float(c.init_log_sigma2), float(c.log_alpha_threshold),
-                                                                 float(c.log_alpha_clip), bool(c.train_clip)))
+        self.wrap_layers(model, prunable, lambda layer: LayerSVD(
+            layer, float(c.init_log_sigma2), float(c.log_alpha_threshold), float(c.log_alpha_clip), bool(c.train_clip),
+            clip_variance=c.train_clip_variance == "all" or isinstance(layer, nn.Conv2d)))
         self.n_train = n_train
         self.warmup_start = to_steps(c.kl_warmup_start, steps_per_epoch)
         self.warmup_steps = max(1, to_steps(c.kl_warmup, steps_per_epoch))

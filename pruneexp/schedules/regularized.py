@@ -146,5 +146,8 @@ def check_regularizer(cfg: Any) -> None:
     for key in ("kl_warmup", "kl_warmup_start"):
         if key in r:
             check_duration(r[key])
+    if "train_clip_variance" in r and r.train_clip_variance not in ("all", "conv"):
+        raise PruneexpError(f"Unknown regularizer.train_clip_variance '{r.train_clip_variance}'; known: all (clipped weights "
+                            f"leave the variance too), conv (only in convolutions: the authors' code).")
     if "l1_ratio" in r and not 0.0 <= r.l1_ratio <= 1.0:
         raise PruneexpError(f"regularizer.l1_ratio={r.l1_ratio} is outside [0, 1].")
