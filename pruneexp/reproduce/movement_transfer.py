@@ -80,13 +80,16 @@ def prepare(fast: bool, extra: list[str], compute: bool) -> tuple[list[str], str
     from rich.console import Console
 
     from pruneexp.reproduce import compose, coverage_line
+    from pruneexp.results import RunStore
     from pruneexp.runner import run, run_directory
 
     overrides = ["experiment=movement_transfer", *source_overrides(FAST_STEPS if fast else STEPS), "seed=0", "quiet=true", *extra]
     cfg = compose(overrides)
     directory = run(cfg, console=Console(quiet=True)).directory if compute else run_directory(cfg)
     weights = directory / "levels" / "level_000.pt"
-    return [f"model.init_from={weights}"], coverage_line("source (LeNet-300-100 on MNIST), seed 0", directory, 1)
+    rows = RunStore(directory).read_csv("levels.csv")
+    acc = f"; MNIST test acc {pct(float(rows[0]['test_acc']))}" if rows else ""
+    return [f"model.init_from={weights}"], coverage_line("source (LeNet-300-100 on MNIST), seed 0", directory, 1) + acc
 
 
 def finals(table: pd.DataFrame) -> pd.DataFrame:
