@@ -96,7 +96,8 @@ def finals(table: pd.DataFrame) -> pd.DataFrame:
     """The trained level of every setup that has one, labelled by method and target sparsity."""
     last = final_rows(table, ("trained",))
     last["method"] = [METHODS.get(str(n), str(n)) for n in last["schedule.name"]]
-    last["target"] = last["sparsity"].astype(float).round(2)
+    # `sparsity` is a setup column where the setups differ in it; otherwise the level's own
+    last["target"] = (last["sparsity"] if "sparsity" in last else 1 - last["remaining_mean"]).astype(float).round(2)
     return last
 
 
