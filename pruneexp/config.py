@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from pruneexp.errors import PruneexpError
+
 
 @dataclass
 class DatasetConfig:
@@ -49,6 +51,11 @@ class ModelConfig:
     name: str = MISSING
     source: str = "pruneexp"  # or "torchvision": any torchvision classification model by name
     init: str = "default"  # default | kaiming_normal | glorot_normal | glorot_uniform | variance_scaling
+    # Start from trained weights: a file torch.load(weights_only=True) reads as a state_dict, or as a
+    # dict holding one under "model" (a pruneexp level file, levels/level_NNN.pt, or a dense.pt), e.g.
+    # a network trained on another dataset (transfer). Its identity in the run hash is the file's
+    # sha256, not its path; "" (the default) draws the weights from `init` and leaves hashes as they were.
+    init_from: str = ""
 
 
 @dataclass
@@ -245,7 +252,8 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 # Keys added since runs were first hashed, with the value under which they compute exactly what
 # runs did before they existed: at that value a key is left out of the hash (so finished runs keep
 # their names); any other value enters it.
-HASH_NEUTRAL: dict[str, Any] = {"train.optimizer_impl": "foreach", "train.batch_order": "shuffle", "prune.biases": False,
+HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None, "schedule.score_weight_decay": None,
+                                "train.optimizer_impl": "foreach", "train.batch_order": "shuffle", "prune.biases": False,
                                 "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None,
                                 "dataset.block_size": 64, "dataset.path": "", "dataset.vocab_size": 16, "dataset.order": 2,
                                 "dataset.concentration": 0.3, "dataset.chain_seed": 0, "regularizer.ema": 0.0,
@@ -269,7 +277,21 @@ def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
     for group, neutral in HASH_NEUTRAL_GROUPS.items():
         if isinstance(out.get(group), dict) and out[group].get("name") == neutral:
             del out[group]
+    if isinstance(out.get("model"), dict) and out["model"].get("init_from"):  # the weights' identity, not their path
+        out["model"] = {**out["model"], "init_from": "sha256:" + file_sha256(out["model"]["init_from"])}
     return out
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of the file at `path` (hex), or a PruneexpError saying it cannot be read."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as err:
+        raise PruneexpError(f"model.init_from={path}: cannot read the weights file ({err.strerror or err}); give the path of a "
+                            f"state_dict or a pruneexp level file (results/<experiment>/<run>/levels/level_NNN.pt).") from None
 
 
 def register_configs() -> None:

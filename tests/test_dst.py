@@ -13,9 +13,9 @@ from test_loop_hooks import sparse_masks
 from test_train import cfg, toy_data, toy_model
 
 from pruneexp.errors import PruneexpError
-from pruneexp.pruning.masks import MaskSet
+from pruneexp.pruning.masks import MaskSet, live_units
 from pruneexp.runner import run
-from pruneexp.schedules.dst import PRESETS, DynamicSparse, live_units
+from pruneexp.schedules.dst import PRESETS, DynamicSparse
 from pruneexp.train import train
 from pruneexp.validate import validate
 

@@ -93,3 +93,27 @@ def test_every_reproduction_names_its_own_experiment_and_module():
         spec = REPRODUCTIONS.get(name)
         assert (root / (spec.check.__module__.replace(".", "/") + ".py")).is_file(), name
         assert (root / "conf" / "experiment" / f"{name}.yaml").is_file(), name
+
+
+def test_movement_transfer_claims_and_equal_recipes():
+    from pruneexp.reproduce.movement_transfer import FAST_STEPS, STEPS, setups
+
+    spec = REPRODUCTIONS.get("movement_transfer")
+
+    def table(acc):  # (method, sparsity) -> final test accuracy
+        return pd.DataFrame([{"setup": f"{m}/{s}", "level": 1, "name": "trained", "schedule.name": name, "sparsity": s,
+                              "remaining_mean": 1 - s, "test_acc_mean": a, "test_acc_std": 0.0, "seeds": 3, "live_units": "700-200-90-10"}
+                             for (m, s), a in acc.items() for name in [{"movement": "movement", "magnitude": "gmp"}[m]]])
+
+    checks = spec.check(table({("movement", 0.9): 0.85, ("magnitude", 0.9): 0.86, ("movement", 0.95): 0.84,
+                               ("magnitude", 0.95): 0.84, ("movement", 0.97): 0.83, ("magnitude", 0.97): 0.80}))
+    assert [verdict(c) for c in checks[:3]] == ["PASS", "PASS", "report"]  # 95, 97 checked (ties hold), 90 reported
+    assert "movement 83.00 %, magnitude 80.00 %" in checks[1].ours and "700-200-90-10" in checks[-1].ours
+    checks = spec.check(table({("movement", 0.95): 0.83, ("magnitude", 0.95): 0.84, ("movement", 0.97): 0.83, ("magnitude", 0.97): 0.80}))
+    assert verdict(checks[0]) == "not reproduced" and "magnitude 84.00 %" in checks[0].ours and passed(checks)
+    # both methods: the same steps, warm-ups and schedule window, at every sparsity
+    for steps, fast in ((STEPS, False), (FAST_STEPS, True)):
+        runs = setups(steps, (0.95,))
+        mv, mg = runs["movement/95"], runs["magnitude/95"]
+        same = [o for o in mv if o.split("=")[0] in ("train.duration", "train.warmup", "schedule.start", "schedule.end")]
+        assert len(same) == 4 and set(same) <= set(mg), fast

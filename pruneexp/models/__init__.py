@@ -29,7 +29,7 @@ from pruneexp.models.tv import torchvision_model_names, build_torchvision
 SOURCES = ("pruneexp", "torchvision")
 import_modules(__name__)  # every module of this package registers its models: a new model is a new file
 
-__all__ = ["MODELS", "SOURCES", "INIT_SCHEMES", "create_model", "init_weights", "model_from_config", "torchvision_model_names"]
+__all__ = ["MODELS", "SOURCES", "INIT_SCHEMES", "create_model", "init_weights", "load_weights", "model_from_config", "torchvision_model_names"]
 
 
 def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -83,4 +83,35 @@ def model_from_config(cfg: Any, input_shape: tuple[int, ...], num_classes: int) 
     constructor argument."""
     node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     name, source, init = node.pop("name"), node.pop("source", "pruneexp"), node.pop("init", "default")
+    node.pop("init_from", None)  # trained weights loaded over the drawn ones: `load_weights`, by the caller
     return create_model(name, input_shape, num_classes, source=source, init=init, **node)
+
+
+def load_weights(model: nn.Module, path: str) -> nn.Module:
+    """Load the weights file `path` into `model` (`model.init_from`): a state_dict, or a dict holding
+    one under "model" (a pruneexp level file or dense.pt), read with torch.load(weights_only=True).
+    Every tensor of the model must be in it with the model's shape: a missing file, a file that is not
+    weights, missing or extra keys and shape mismatches are PruneexpErrors naming them."""
+    import torch
+
+    what = f"model.init_from={path}"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise PruneexpError(f"{what}: cannot read the weights file ({err.strerror or err}).") from None
+    except Exception as err:  # torch's zip reader and the restricted unpickler raise many kinds
+        raise PruneexpError(f"{what}: not a weights file torch.load(weights_only=True) can read ({type(err).__name__}: {err}).") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PruneexpError(f"{what}: holds no state_dict (a dict of tensors, or one under the key 'model').")
+    own = model.state_dict()
+    missing, extra = [k for k in own if k not in state], [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or extra or shapes:
+        parts = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                 for label, items in (("missing", missing), ("not in the model", extra), ("shape (file vs model)", shapes)) if items]
+        raise PruneexpError(f"{what} does not fit model={model.__class__.__name__} on this dataset ({'; '.join(parts)}): "
+                            f"the source network must have the same architecture, input shape and number of classes.")
+    model.load_state_dict(state)
+    return model

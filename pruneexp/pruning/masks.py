@@ -223,3 +223,30 @@ class MaskApplier:
             self.refresh()
         if self.params:
             torch._foreach_mul_(self.params, self.factors)
+
+
+def live_units(model: nn.Module, masks: MaskSet) -> str:
+    """The architecture left after training, counted the way `shrink` removes units: a hidden unit
+    (an output of one prunable layer, an input of the next) with no live input or no live output is
+    gone; repeated until nothing changes. For a chain of linear/conv layers (LeNet-300-100: "i-h1-h2-o",
+    inputs counted by live input features); '' for other shapes."""
+    params = dict(model.named_parameters())
+    names = list(masks.weights)
+    shapes = [params[n].shape for n in names]
+    if any(len(s) not in (2, 4) for s in shapes) or any(shapes[i][0] != shapes[i + 1][1] for i in range(len(shapes) - 1)):
+        return ""
+    # per layer: a [out, in] connectivity (a conv's kernel positions folded in)
+    conn = [masks[n].reshape(masks[n].shape[0], masks[n].shape[1], -1).any(-1) for n in names]
+    alive = [conn[0].any(0)] + [torch.ones(s[0], dtype=torch.bool, device=conn[0].device) for s in shapes]
+    while True:
+        changed = False
+        for i in range(1, len(alive) - 1):  # hidden units: live input from a live unit, live output to a live unit
+            c_in, c_out = conn[i - 1], conn[i]
+            new = alive[i] & (c_in[:, alive[i - 1]].any(1)) & c_out[alive[i + 1]].any(0)
+            if not torch.equal(new, alive[i]):
+                alive[i], changed = new, True
+        inputs = alive[0] & conn[0][alive[1]].any(0)
+        if not torch.equal(inputs, alive[0]):
+            alive[0], changed = inputs, True
+        if not changed:
+            return "-".join(str(int(a.sum())) for a in alive)

@@ -60,6 +60,10 @@ class Reproduction:
     # the fast variant's own stated expectation, where the paper's claims need the full length (e.g.
     # 200 epochs); checked instead of `check` and `check_runs` by `--fast`
     fast_check: Callable[[pd.DataFrame], list[Check]] | None = None
+    # a run every setup starts from (e.g. a network trained on another dataset): (fast, extra
+    # overrides, compute) -> (overrides added to every setup, e.g. model.init_from=<its weights>, the
+    # coverage line of that run); `compute` False (--report-only) only finds it on disk
+    prepare: Callable[[bool, list[str], bool], tuple[list[str], str]] | None = None
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
@@ -169,8 +173,14 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
     spec = REPRODUCTIONS.get(name)
     started, cpu = time.perf_counter(), time.process_time()
     runs, coverage = [], []
+    extra = list(extra or [])
+    if spec.prepare is not None:
+        if not report_only:
+            console.print(f"[bold]{name}[/bold]{' --fast' if fast else ''}: the run every setup starts from")
+        prepared, line = spec.prepare(fast, extra, not report_only)
+        extra, coverage = [*prepared, *extra], [line]
     for label, setup in (spec.fast_setups if fast and spec.fast_setups else spec.setups).items():
-        todo = [(seed, run_overrides(spec, setup, seed, fast, extra or [])) for seed in (spec.fast_seeds if fast else spec.seeds)]
+        todo = [(seed, run_overrides(spec, setup, seed, fast, extra)) for seed in (spec.fast_seeds if fast else spec.seeds)]
         if not report_only:
             console.print(f"[bold]{name}[/bold]{' --fast' if fast else ''}: {label}, seeds {', '.join(str(s) for s, _ in todo)}"
                           + (f" ({jobs} processes)" if jobs > 1 else ""))

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from pruneexp.data import DataSplits
-from pruneexp.models import model_from_config
-from pruneexp.pruning.masks import MaskSet, output_layer, prunable_weights
+from pruneexp.models import load_weights, model_from_config
+from pruneexp.pruning.masks import MaskSet, live_units, output_layer, prunable_weights
 from pruneexp.pruning.step import prune_step
 from pruneexp.train import TrainResult, epoch_order, train
 from pruneexp.train.task import TASKS, Task
@@ -78,15 +78,24 @@ class RunContext:
 
     # ---- building ----------------------------------------------------------------------------
     def build_model(self, seed: int | None = None) -> nn.Module:
-        """The model of the config, its weights drawn after seeding with `seed` (default: run seed)."""
+        """The model of the config, its weights drawn after seeding with `seed` (default: run seed),
+        then replaced by the trained weights of `model.init_from` where it names a file."""
         torch.manual_seed(self.cfg.seed if seed is None else seed)
-        return model_from_config(self.cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        model = model_from_config(self.cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
+        return load_weights(model, self.cfg.model.init_from) if self.cfg.model.get("init_from") else model
 
     def prunable(self, model: nn.Module) -> dict[str, nn.Parameter]:
         return prunable_weights(model, self.cfg.prune.layer_types, self.cfg.prune.exclude)
 
     def dense_masks(self, model: nn.Module) -> MaskSet:
         return MaskSet.dense(self.prunable(model))
+
+    def live_units(self, model: nn.Module, masks: MaskSet) -> str:
+        """`live_units` (the architecture `shrink` leaves) over every layer of the prunable types,
+        those `prune.exclude` leaves dense counted whole (e.g. an unpruned classifier)."""
+        every = prunable_weights(model, self.cfg.prune.layer_types, [])
+        full = {n: masks[n] if n in masks.weights else torch.ones_like(p, dtype=torch.bool) for n, p in every.items()}
+        return live_units(model, MaskSet(full))
 
     # ---- training ----------------------------------------------------------------------------
     def train_cfg(self, overrides: Any = None) -> Any:

@@ -197,33 +197,6 @@ class DynamicSparse(Sparsifier):
         return dict(dst_updates=len(self.history), dst_alpha=round(a, 6), dst_moved=sum(d for d, _ in counts.values()))
 
 
-def live_units(model: nn.Module, masks: MaskSet) -> str:
-    """The architecture left after training, counted the way `shrink` removes units: a hidden unit
-    (an output of one prunable layer, an input of the next) with no live input or no live output is
-    gone; repeated until nothing changes. For a chain of linear/conv layers (LeNet-300-100: "i-h1-h2-o",
-    inputs counted by live input features); '' for other shapes."""
-    params = dict(model.named_parameters())
-    names = list(masks.weights)
-    shapes = [params[n].shape for n in names]
-    if any(len(s) not in (2, 4) for s in shapes) or any(shapes[i][0] != shapes[i + 1][1] for i in range(len(shapes) - 1)):
-        return ""
-    # per layer: a [out, in] connectivity (a conv's kernel positions folded in)
-    conn = [masks[n].reshape(masks[n].shape[0], masks[n].shape[1], -1).any(-1) for n in names]
-    alive = [conn[0].any(0)] + [torch.ones(s[0], dtype=torch.bool, device=conn[0].device) for s in shapes]
-    while True:
-        changed = False
-        for i in range(1, len(alive) - 1):  # hidden units: live input from a live unit, live output to a live unit
-            c_in, c_out = conn[i - 1], conn[i]
-            new = alive[i] & (c_in[:, alive[i - 1]].any(1)) & c_out[alive[i + 1]].any(0)
-            if not torch.equal(new, alive[i]):
-                alive[i], changed = new, True
-        inputs = alive[0] & conn[0][alive[1]].any(0)
-        if not torch.equal(inputs, alive[0]):
-            alive[0], changed = inputs, True
-        if not changed:
-            return "-".join(str(int(a.sum())) for a in alive)
-
-
 @SCHEDULES.register("dst", check=check, config=DstConfig)
 def dst(ctx: RunContext) -> Iterator[Level]:
     """Dynamic sparse training (`schedule.method=set|rigl`). Levels: 0 the sparse network at
@@ -249,5 +222,5 @@ def dst(ctx: RunContext) -> Iterator[Level]:
 
     trained = ctx.level(1, "trained", model, masks, run)
     if not trained.restored:
-        trained.metrics.update(dst_updates=len(hook.history), live_units=live_units(model, trained.masks))
+        trained.metrics.update(dst_updates=len(hook.history), live_units=ctx.live_units(model, trained.masks))
     yield trained

@@ -95,7 +95,8 @@ def gmp(ctx: RunContext) -> Iterator[Level]:
     optimizer) whose sparsity follows the cubic schedule from `schedule.initial_sparsity` at `start`
     to `sparsity` at `end`, updated every `frequency` through the training loop's sparsifier hook.
     Levels: one per update (k = 0..n, named by its step; masks and sparsity, metrics where the
-    update fell on an evaluation step), then the trained network (level n + 1, with weights)."""
+    update fell on an evaluation step), then the trained network (level n + 1, with weights and its
+    live architecture, `live_units`)."""
     t0, n, dt = update_steps(ctx)
     train_cfg = ctx.train_cfg()
     spe = steps_per_epoch(ctx.data, train_cfg.batch_size)
@@ -118,6 +119,7 @@ def gmp(ctx: RunContext) -> Iterator[Level]:
         return masks, ctx.train(model, masks, train_cfg, "gmp", n + 1, sparsifier=hook)
 
     trained = ctx.level(n + 1, "trained", model, masks, run)
+    trained.metrics.setdefault("live_units", ctx.live_units(model, trained.masks))  # the architecture `shrink` leaves
     for k, t, update_masks, metrics in hook.updates:
         yield Level(k, names[k], model, update_masks, metrics, weights=False, flush=False)
     yield trained

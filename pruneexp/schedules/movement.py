@@ -12,6 +12,13 @@ W' = W ⊙ M(S), and the mask's gradient passes straight through (straight-throu
   (Sanh's L1 on the scores' sigmoid); the sparsity is what the threshold leaves (τ is fixed here;
   the paper moves it along the cubic, not implemented).
 
+The scores are trained by the run's optimizer. Sanh's reference code (masked_run_glue.py) gives them
+a parameter group of their own, `mask_scores` at `--mask_scores_learning_rate` (1e-2) and no weight
+decay, under the same LR schedule as the weights: `score_lr` and `score_weight_decay` here (null:
+`train.lr` and `train.weight_decay`, one group, as before these options existed). Its warm-ups map
+onto `start` and `end`: the sparsity is held at `initial_sparsity` until `start` (initial warm-up)
+and at `sparsity` from `end` to the end of `train.duration` (final warm-up).
+
 The layers are reparameterised (torch.nn.utils.parametrize) for the training and folded back to
 plain weights W ⊙ M plus a MaskSet at the end, so measure, shrink, bench and report see a plain
 masked network. `frozen_weights=true` trains the scores only.
@@ -20,7 +27,7 @@ masked network. `frozen_weights=true` trains the scores only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +54,10 @@ class MovementConfig(ScheduleConfig):
     threshold: float = 0.1  # soft: tau on sigmoid(S) (scores start at 0: sigmoid 0.5, all kept)
     penalty: float = 0.0  # soft: lambda of lambda * mean sigmoid(S)
     frozen_weights: bool = False
+    # the scores' own parameter group (Sanh's `mask_scores`: lr 1e-2, weight decay 0); null: train.lr /
+    # train.weight_decay, the scores in the weights' group (hash-neutral at null)
+    score_lr: Optional[float] = None
+    score_weight_decay: Optional[float] = None
 
 
 class ScoredMask(nn.Module):
@@ -71,8 +82,22 @@ class ScoredMask(nn.Module):
 class Movement(Sparsifier):
     """Moves the hard variant's sparsity along the cubic after each step; adds the soft penalty."""
 
-    def __init__(self, state: dict[str, Any], cfg: Any, t0: int, t_end: int, target: float, parts: list[ScoredMask]):
+    def __init__(self, state: dict[str, Any], cfg: Any, t0: int, t_end: int, target: float, parts: list[ScoredMask],
+                 train_cfg: Any = None):
         self.state, self.cfg, self.t0, self.t_end, self.target, self.parts = state, cfg, t0, t_end, target, parts
+        self.train_cfg = train_cfg
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
+        """The weights at train.lr and weight decay; the scores in a group of their own when
+        `score_lr` or `score_weight_decay` is set (Sanh's `mask_scores` group), else None (one group)."""
+        c, t = self.cfg, self.train_cfg
+        if c.score_lr is None and c.score_weight_decay is None:
+            return None
+        scores = [p.scores for p in self.parts]
+        ids = {id(p) for p in scores}
+        return [dict(params=[p for p in model.parameters() if id(p) not in ids]),
+                dict(params=scores, lr=t.lr if c.score_lr is None else c.score_lr,
+                     weight_decay=t.weight_decay if c.score_weight_decay is None else c.score_weight_decay)]
 
     def sparsity_at(self, t: int) -> float:
         return cubic_sparsity(t, self.cfg.initial_sparsity, self.target, self.t0, 1, max(1, self.t_end - self.t0))
@@ -101,6 +126,11 @@ def check(cfg: Any) -> None:
                             f"supported: use prune.granularity=weight.")
     if not 0.0 <= s.initial_sparsity <= cfg.sparsity:
         raise PruneexpError(f"schedule.initial_sparsity={s.initial_sparsity} must be in [0, sparsity={cfg.sparsity}].")
+    for key in ("score_lr", "score_weight_decay"):
+        value = s.get(key)
+        if value is not None and not (0.0 <= value < float("inf") and (key != "score_lr" or value > 0)):
+            raise PruneexpError(f"schedule.{key}={value} must be a {'positive' if key == 'score_lr' else 'non-negative'} finite "
+                                f"number (or null: the weights' train.{key.removeprefix('score_')}).")
 
 
 def reparameterise(model: nn.Module, names: list[str], state: dict[str, Any]) -> list[ScoredMask]:
@@ -133,6 +163,10 @@ def movement(ctx: RunContext) -> Iterator[Level]:
     s, train_cfg = ctx.cfg.schedule, ctx.train_cfg()
     spe = steps_per_epoch(ctx.data, train_cfg.batch_size)
     t0, t_end = to_steps(s.start, spe), to_steps(s.end, spe)
+    total = to_steps(train_cfg.duration, spe)
+    if s.variant == "hard" and not t0 < t_end <= total:
+        raise PruneexpError(f"schedule=movement (hard) needs schedule.start < schedule.end <= train.duration, or the target "
+                            f"sparsity is never reached (got start={t0}, end={t_end}, duration={total} steps).")
     model = ctx.build_model()
     dense = ctx.dense_masks(model)
     yield ctx.level(0, "init", model, dense, lambda: (dense, None))
@@ -144,7 +178,7 @@ def movement(ctx: RunContext) -> Iterator[Level]:
             for p in ctx.prunable(model).values():
                 p.requires_grad_(False)
         parts = reparameterise(model, names, state)
-        hook = Movement(state, s, t0, t_end, ctx.cfg.sparsity, parts)
+        hook = Movement(state, s, t0, t_end, ctx.cfg.sparsity, parts, train_cfg)
         state["sparsity"] = hook.sparsity_at(0)
         result = ctx.train(model, MaskSet({}), train_cfg, "movement", 1, sparsifier=hook)
         masks = fold(model, names, parts)
@@ -152,4 +186,6 @@ def movement(ctx: RunContext) -> Iterator[Level]:
             p.requires_grad_(True)
         return masks, result
 
-    yield ctx.level(1, "trained", model, dense, run)
+    trained = ctx.level(1, "trained", model, dense, run)
+    trained.metrics.setdefault("live_units", ctx.live_units(model, trained.masks))
+    yield trained

@@ -138,7 +138,9 @@ def train(
     total = to_steps(cfg.duration, spe)
     stop = total if stop is None else stop
     eval_every = max(1, to_steps(cfg.eval_every, spe))
-    optimizer = make_optimizer(model.parameters(), cfg)
+    groups = sparsifier.param_groups(model) if sparsifier is not None else None
+    optimizer = make_optimizer(model.parameters() if groups is None else groups, cfg)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]  # train.lr, or a group's own (before any state is loaded)
     factor = lr_factor(cfg, total, spe)
     start = 0
     if state is not None:
@@ -177,9 +179,10 @@ def train(
         x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
         if aug_gen is not None:
             x = data.augment(x, aug_gen.manual_seed(seed * 1_000_003 + step))
-        lr = cfg.lr * factor(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        f = factor(step)
+        lr = cfg.lr * f
+        for group, base in zip(optimizer.param_groups, base_lrs):
+            group["lr"] = base * f  # = lr for every group at train.lr
         loss = task.loss(model(x), y)
         if sparsifier is not None and (penalty := sparsifier.penalty(model, step)) is not None:
             loss = loss + penalty

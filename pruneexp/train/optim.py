@@ -22,9 +22,11 @@ OPTIMIZER_IMPLS = ("fused", "foreach")
 IMPL = {"foreach": dict(foreach=True), "fused": dict(fused=True)}
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov), Adam or AdamW from the train config, in the implementation
-    `cfg.optimizer_impl` names (fused by default; a config without the key predates it: foreach)."""
+    `cfg.optimizer_impl` names (fused by default; a config without the key predates it: foreach).
+    `params` are parameters, or torch's parameter groups (dicts) where some take their own lr or
+    weight decay (the config's values are the defaults of the others)."""
     params = list(params)
     impl = getattr(cfg, "optimizer_impl", "foreach")
     if impl not in IMPL:

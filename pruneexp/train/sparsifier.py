@@ -26,6 +26,13 @@ from pruneexp.pruning.masks import MaskSet
 class Sparsifier:
     """Base class: no penalty, no mask change. Subclasses override what their method needs."""
 
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
+        """The optimizer's parameter groups, where the method trains some parameters with their own
+        hyperparameters (movement pruning: the scores at their own lr, Sanh et al.'s `mask_scores`
+        group). Each group's "lr" is its base lr, which the LR schedule multiplies like `train.lr`.
+        None (the default): one group, every parameter of the model at `train.lr`."""
+        return None
+
     def penalty(self, model: nn.Module, step: int) -> Tensor | None:
         """A term added to the task loss at `step` (None: nothing added)."""
         return None
