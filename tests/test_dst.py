@@ -169,7 +169,9 @@ def test_rigl_vs_static_checks_pass_or_say_not_reproduced_with_numbers():
     acc = {("rigl", 0.95): 0.97, ("set", 0.95): 0.96, ("static", 0.95): 0.95, ("prune_ft", 0.95): 0.974,
            ("rigl", 0.98): 0.93, ("set", 0.98): 0.94, ("static", 0.98): 0.92, ("prune_ft", 0.98): 0.94}
     name = {"rigl": ("dst", "rigl"), "set": ("dst", "set"), "static": ("at_init", None), "prune_ft": ("oneshot", None)}
-    rows = [dict(setup=f"mnist/{m}/{round(100 * s)}", level=1, name="finetuned" if m == "prune_ft" else "trained", remaining_mean=1 - s, test_acc_mean=a, seeds=3,
+    # as the report labels setups: by their config keys (sparsity among them), with no "/" to parse
+    rows = [dict(setup=f"method={m}, sparsity={s}", sparsity=s, level=1, name="finetuned" if m == "prune_ft" else "trained",
+                 remaining_mean=1 - s, test_acc_mean=a, seeds=3,
                  **{"schedule.name": name[m][0], "schedule.method": name[m][1]}, live_units="408-100-69-10" if m == "rigl" else "")
             for (m, s), a in acc.items()]
     checks = REPRODUCTIONS.get("rigl_vs_static").check(pd.DataFrame(rows))
@@ -181,10 +183,14 @@ def test_rigl_vs_static_checks_pass_or_say_not_reproduced_with_numbers():
     assert verdict(by["mnist, 95 %: RigL within 0.5 points of one-shot magnitude pruning + fine-tuning"]) == "PASS"
     assert verdict(by["mnist, 98 %: RigL within 0.5 points of one-shot magnitude pruning + fine-tuning"]) == "not reproduced"
     assert verdict(by["every run ends at its target sparsity (ERK, drop = grow per layer)"]) == "PASS"
+    assert by["every run ends at its target sparsity (ERK, drop = grow per layer)"].ours == "all 8 setups at target"
     assert passed(checks)  # 'not reproduced' does not fail CI
     rows[0]["remaining_mean"] = 0.06
     off = REPRODUCTIONS.get("rigl_vs_static").check(pd.DataFrame(rows))
-    assert not passed(off) and "mnist/rigl/95: 94.00 %" in off[-3].ours
+    assert not passed(off) and "rigl at 95.00 %: 94.00 %" in off[-3].ours
+    # a table without the configured targets cannot show the runs are at them: FAIL, not a silent PASS
+    blind = REPRODUCTIONS.get("rigl_vs_static").check(pd.DataFrame(rows).drop(columns="sparsity"))
+    assert not passed(blind)
 
 
 def test_the_loop_hands_before_step_the_dense_gradient_and_skips_the_step_on_request():
