@@ -142,6 +142,26 @@ def test_live_units_counts_what_shrink_would_remove():
     assert live_units(model, masks) == "2-1-2"  # inputs 0, 1; hidden 0 only; both outputs kept
 
 
+def test_live_units_counts_conv_channels_through_a_flatten():
+    """conv 1->3 channels (2x2 kernel on 3x3: 2x2 maps), flatten (3 blocks of 4 features), linear 12->2.
+    Channel 0 feeds nothing (its 4 features all pruned), channel 1 has no live kernel weight,
+    channel 2 is live both ways: one channel left, feeding both outputs."""
+    model = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+    conv = torch.ones(3, 1, 2, 2, dtype=torch.bool)
+    conv[1] = False
+    fc = torch.zeros(2, 12, dtype=torch.bool)
+    fc[:, 4:12] = True  # channels 1 and 2 feed both outputs, channel 0 nothing
+    assert live_units(model, MaskSet({"0.weight": conv, "3.weight": fc})) == "1-1-2"
+    fc[:, 8:11] = False  # one feature of channel 2 left, to output 1 only: the channel still lives
+    assert live_units(model, MaskSet({"0.weight": conv, "3.weight": fc})) == "1-1-2"
+    fc[:, 11] = False  # channel 2 feeds nothing now: no channel, no input left (outputs are always kept)
+    assert live_units(model, MaskSet({"0.weight": conv, "3.weight": fc})) == "0-0-2"
+    # 12 inputs do not fold into 5 channels: not a chain this counts
+    odd = nn.Sequential(nn.Conv2d(1, 5, 2), nn.Flatten(), nn.Linear(12, 2))
+    assert live_units(odd, MaskSet({"0.weight": torch.ones(5, 1, 2, 2, dtype=torch.bool),
+                                     "2.weight": torch.ones(2, 12, dtype=torch.bool)})) == ""
+
+
 def test_dst_runs_from_the_command_line_config_and_refuses_bad_combinations(make_cfg):
     for method in ("rigl", "set"):
         directory = run(make_cfg("schedule=dst", f"schedule.method={method}", "criterion=random", "prune.scope=erk",

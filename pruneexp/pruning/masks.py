@@ -229,14 +229,28 @@ def live_units(model: nn.Module, masks: MaskSet) -> str:
     """The architecture left after training, counted the way `shrink` removes units: a hidden unit
     (an output of one prunable layer, an input of the next) with no live input or no live output is
     gone; repeated until nothing changes. For a chain of linear/conv layers (LeNet-300-100: "i-h1-h2-o",
-    inputs counted by live input features); '' for other shapes."""
+    inputs counted by live input features; LeNet-5: "in channels-c1-c2-f1-f2-out", a conv channel
+    feeding a linear layer through a flatten counted as one unit); '' for other shapes."""
     params = dict(model.named_parameters())
     names = list(masks.weights)
     shapes = [params[n].shape for n in names]
-    if any(len(s) not in (2, 4) for s in shapes) or any(shapes[i][0] != shapes[i + 1][1] for i in range(len(shapes) - 1)):
+    if any(len(s) not in (2, 4) for s in shapes):
         return ""
-    # per layer: a [out, in] connectivity (a conv's kernel positions folded in)
-    conn = [masks[n].reshape(masks[n].shape[0], masks[n].shape[1], -1).any(-1) for n in names]
+    # per layer: a [out, in] connectivity (a conv's kernel positions folded in). A linear layer after
+    # a conv reads its C channels flattened channel-major (NCHW .flatten(1): C blocks of H·W features),
+    # so its inputs fold into C groups: a channel is live to an output if any of its H·W features is.
+    conn = []
+    for i, n in enumerate(names):
+        m, fan_in = masks[n], shapes[i][1]
+        prev = shapes[i - 1][0] if i else fan_in
+        if len(shapes[i]) == 2 and fan_in != prev:
+            if i == 0 or len(shapes[i - 1]) != 4 or fan_in % prev:
+                return ""
+            conn.append(m.reshape(m.shape[0], prev, -1).any(-1))
+        elif fan_in != prev:
+            return ""
+        else:
+            conn.append(m.reshape(m.shape[0], fan_in, -1).any(-1))
     alive = [conn[0].any(0)] + [torch.ones(s[0], dtype=torch.bool, device=conn[0].device) for s in shapes]
     while True:
         changed = False
