@@ -294,6 +294,25 @@ def file_sha256(path: str) -> str:
                             f"state_dict or a pruneexp level file (results/<experiment>/<run>/levels/level_NNN.pt).") from None
 
 
+def comparable_view(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config with every key the run hash treats as implied made explicit, for telling
+    runs apart in reports: method nodes completed with LEGACY_HASH_DEFAULTS, HASH_NEUTRAL keys a run
+    predates filled in at their neutral value, and a regularizer node named "none" left out. Two runs
+    of one setup written before and after a key was added then read alike (as they hash alike)."""
+    out = dict(resolved)
+    for group, legacy in LEGACY_HASH_DEFAULTS.items():
+        if isinstance(out.get(group), dict):
+            out[group] = {**legacy, **out[group]}
+    for key, neutral in HASH_NEUTRAL.items():
+        group, leaf = key.split(".")
+        if isinstance(out.get(group), dict) and leaf not in out[group]:
+            out[group] = {**out[group], leaf: neutral}
+    for group, neutral in HASH_NEUTRAL_GROUPS.items():
+        if isinstance(out.get(group), dict) and out[group].get("name") == neutral:
+            del out[group]
+    return out
+
+
 def register_configs() -> None:
     """Store the run schema and every method's own schema in Hydra's ConfigStore: `<name>_schema`
     in the method's group, which its YAML names first in its defaults (Hydra's schema pattern)."""

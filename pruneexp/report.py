@@ -27,7 +27,7 @@ import pandas as pd
 import yaml
 
 from pruneexp import plots
-from pruneexp.config import NON_RESULT_KEYS
+from pruneexp.config import NON_RESULT_KEYS, comparable_view
 from pruneexp.errors import PruneexpError
 from pruneexp.results.store import write_csv, write_text
 
@@ -154,7 +154,9 @@ def load_levels(runs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     that vary between runs (seed and output settings aside), which define the setups."""
     frames, configs = [], []
     for run in runs:
-        config = flatten(yaml.safe_load((run / "config.yaml").read_text()))
+        # keys a run predates read as the value it ran with (comparable_view), so that runs of one
+        # setup written by older and newer code are one setup, not two
+        config = flatten(comparable_view(yaml.safe_load((run / "config.yaml").read_text())))
         levels = pd.read_csv(run / "levels.csv")
         levels["remaining"] = 1.0 - levels["sparsity"]
         if "best_step" in levels:  # runs written before NaN meant "no validation split, no early stop" hold -1

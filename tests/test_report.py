@@ -103,3 +103,33 @@ def test_reproduce_runs_seeds_in_processes_and_reports_what_is_on_disk(cli, tmp_
     assert "report only" in checks and "- ticket, seed 0: complete (levels 0-2)" in checks
     assert "- reinit, seed 0: partial (levels [0, 2], missing [1])" in checks
     assert "- ticket, seed 1: missing (nothing)" in checks
+
+
+def test_runs_written_before_a_key_existed_join_the_setup_of_runs_that_have_it(tmp_path):
+    """A config without a key added later (hash-neutral at its default) is the same setup as one
+    holding the default: one setup of 2 seeds, not two setups of 1 (han2015's seed 0 was written
+    before `train.optimizer_impl`, `prune.biases`, ... existed; its seeds 1-2 after)."""
+    import json
+
+    import yaml
+
+    from pruneexp.report import aggregate, load_levels
+
+    old = {"seed": 0, "sparsity": 0.9, "model": {"name": "lenet_300_100"}, "train": {"lr": 0.1}, "prune": {"scope": "global"}}
+    new = {**old, "seed": 1, "train": {"lr": 0.1, "optimizer_impl": "foreach", "batch_order": "shuffle"},
+           "prune": {"scope": "global", "biases": False}, "regularizer": {"name": "none", "strength": 0.0}}
+    other = {**new, "seed": 2, "train": {"lr": 0.1, "optimizer_impl": "fused"}}  # a value that does change the run
+    runs = []
+    for name, cfg in (("a", old), ("b", new), ("c", other)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (run_dir / "summary.json").write_text(json.dumps({"status": "complete"}))
+        pd.DataFrame([{"level": 0, "name": "dense", "sparsity": 0.0, "test_acc": 0.9 + cfg["seed"] / 100}]).to_csv(
+            run_dir / "levels.csv", index=False)
+        runs.append(run_dir)
+    levels, keys = load_levels(runs)
+    assert keys == ["train.optimizer_impl"]
+    table = aggregate(levels, keys).set_index("train.optimizer_impl")
+    assert table.loc["foreach", "seeds"] == 2 and table.loc["foreach", "test_acc_mean"] == pytest.approx(0.905)
+    assert table.loc["fused", "seeds"] == 1
