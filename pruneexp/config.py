@@ -263,20 +263,33 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}
 
 
-def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config as the run hash reads it: each method node completed with
-    LEGACY_HASH_DEFAULTS, and HASH_NEUTRAL keys at their neutral value left out (see both)."""
+def _implied(resolved: dict[str, Any], neutral_keys: str) -> dict[str, Any]:
+    """`resolved` with each method node completed with LEGACY_HASH_DEFAULTS, a regularizer node named
+    "none" left out, and HASH_NEUTRAL keys "dropped" where at their neutral value or "filled" in at it
+    where missing: the two readings of "a key a run predates means its neutral value"."""
     out = dict(resolved)
     for group, legacy in LEGACY_HASH_DEFAULTS.items():
         if isinstance(out.get(group), dict):
             out[group] = {**legacy, **out[group]}
     for key, neutral in HASH_NEUTRAL.items():
         group, leaf = key.split(".")
-        if isinstance(out.get(group), dict) and out[group].get(leaf) == neutral:
-            out[group] = {k: v for k, v in out[group].items() if k != leaf}
+        node = out.get(group)
+        if not isinstance(node, dict):
+            continue
+        if neutral_keys == "dropped" and leaf in node and node[leaf] == neutral:
+            out[group] = {k: v for k, v in node.items() if k != leaf}
+        elif neutral_keys == "filled" and leaf not in node:
+            out[group] = {**node, leaf: neutral}
     for group, neutral in HASH_NEUTRAL_GROUPS.items():
         if isinstance(out.get(group), dict) and out[group].get("name") == neutral:
             del out[group]
+    return out
+
+
+def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config as the run hash reads it: each method node completed with
+    LEGACY_HASH_DEFAULTS, and HASH_NEUTRAL keys at their neutral value left out (see both)."""
+    out = _implied(resolved, "dropped")
     if isinstance(out.get("model"), dict) and out["model"].get("init_from"):  # the weights' identity, not their path
         out["model"] = {**out["model"], "init_from": "sha256:" + file_sha256(out["model"]["init_from"])}
     return out
@@ -299,18 +312,7 @@ def comparable_view(resolved: dict[str, Any]) -> dict[str, Any]:
     runs apart in reports: method nodes completed with LEGACY_HASH_DEFAULTS, HASH_NEUTRAL keys a run
     predates filled in at their neutral value, and a regularizer node named "none" left out. Two runs
     of one setup written before and after a key was added then read alike (as they hash alike)."""
-    out = dict(resolved)
-    for group, legacy in LEGACY_HASH_DEFAULTS.items():
-        if isinstance(out.get(group), dict):
-            out[group] = {**legacy, **out[group]}
-    for key, neutral in HASH_NEUTRAL.items():
-        group, leaf = key.split(".")
-        if isinstance(out.get(group), dict) and leaf not in out[group]:
-            out[group] = {**out[group], leaf: neutral}
-    for group, neutral in HASH_NEUTRAL_GROUPS.items():
-        if isinstance(out.get(group), dict) and out[group].get("name") == neutral:
-            del out[group]
-    return out
+    return _implied(resolved, "filled")
 
 
 def register_configs() -> None:
