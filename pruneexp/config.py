@@ -161,6 +161,10 @@ class HardwareConfig:
     min_time_s: float = 0.03  # ... and at least this much timed work (seconds)
     compile: bool = False  # torch.compile each form before timing
     tolerance: float = 1.0e-4  # max |y_form - y_masked| / max |y_masked| for a form to be timed
+    # Mid-training checkpoints ("5ep", "2000it"; null: none): taken at evaluation steps at most this
+    # often, so a killed run continues from the last one with the same bits (pruneexp.train.checkpoint).
+    # How the job runs, not what it computes: a NON_RESULT_KEY, out of the run hash.
+    checkpoint_every: Optional[str] = None
 
 
 @dataclass
@@ -228,7 +232,7 @@ class Config:
 
 # Keys that do not change what a run computes; the run hash leaves them out.
 NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
-                   "dataset.download", "schedule.only_levels", "logger")
+                   "dataset.download", "schedule.only_levels", "logger", "hardware.checkpoint_every")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 

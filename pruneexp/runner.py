@@ -74,6 +74,7 @@ def directory_lock(directory: Path, what: str, console: Console | None = None) -
     try:
         clean_temporaries(directory)
         clean_temporaries(directory / "levels")
+        clean_temporaries(directory / "checkpoints")
         yield
     finally:
         lock.release()
@@ -288,7 +289,8 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
     ctx = RunContext(cfg, data, device, load_level=load_level,
                      dense_cache=dense_cache(cfg, shared), quiet=cfg.quiet,
                      run_files=FileStore(load=lambda name: load_checked(store, name), save=save_run_file),
-                     ticket_files=ticket_files(cfg, shared))
+                     ticket_files=ticket_files(cfg, shared),
+                     checkpoints=FileStore(load=lambda name: load_checked(store, name), save=store.save_file))
     previous_log = store.read_csv("train_log.csv")
     previous_levels, previous_layers = store.read_csv("levels.csv"), store.read_csv("layers.csv")
     if previous_levels and not previous_log and "train_log.csv" in recorded:
@@ -331,6 +333,7 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
                     state["model"] = {k: v.detach().cpu() for k, v in level.model.state_dict().items()}
                 store.save_level(level.level, state)
                 wrote(store.level_name(level.level))
+                store.remove_checkpoints(level.level)  # the level file holds what they were for
             loggers.log_level(row, [r for r in ctx.train_log if r["level"] == level.level])
             if not level.flush:  # a burst of levels reached at once (gmp's updates): tables after its last
                 continue
@@ -359,6 +362,7 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
         for files in shared:
             files.release()
     status = "partial" if _left_out(cfg, rows) else "complete"
+    store.remove_checkpoints()
     store.write_summary({**_summary(cfg, directory, rows, status, started, device, data.input_shape, data.num_classes), **extra()})
     loggers.finish(status, rows)
     print_levels(rows, title, console)

@@ -160,6 +160,11 @@ def validate(cfg: Any) -> None:
     threads = cfg.hardware.get("threads")
     if threads is not None and threads < 1:
         raise PruneexpError(f"hardware.threads={threads} must be at least 1 (or null for torch's default).")
+    every = cfg.hardware.get("checkpoint_every")
+    if every is not None:
+        check_duration(str(every))
+        if to_steps(str(every), 1) == 0:
+            raise PruneexpError(f"hardware.checkpoint_every={every} must be a positive duration (e.g. 5ep or 2000it), or null for none.")
     Target.from_config(cfg.hardware)  # dtype, forms, batch sizes, timing protocol, levels
     device = str(cfg.hardware.device)
     if device.startswith("cuda") and not torch.cuda.is_available():

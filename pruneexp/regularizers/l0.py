@@ -170,3 +170,10 @@ class L0(WrapsLayers):
     def log(self) -> dict[str, Any]:
         with torch.no_grad():
             return dict(l0_strength=self.strength, expected_l0=float(self.expected_l0()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": [a.detach().cpu() for a in self.average]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(self.average, [a.to(p.device) for a, p in zip(state["average"], self.average)])

@@ -123,6 +123,15 @@ class RunStore:
         except (RuntimeError, EOFError, OSError) as err:  # torch's zip reader on a truncated or garbled file
             raise self.damaged(name, f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
 
+    def remove_checkpoints(self, level: int | None = None) -> None:
+        """Delete the mid-training checkpoints of `level` (all of them when None): once a level's
+        file is written, they hold nothing it lacks."""
+        folder = self.path("checkpoints")
+        for path in folder.glob("*.pt" if level is None else f"*_{level:03d}_*.pt"):
+            path.unlink(missing_ok=True)
+        if level is None and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
     @staticmethod
     def level_name(level: int) -> str:
         return f"levels/level_{level:03d}.pt"

@@ -16,6 +16,7 @@ from pruneexp.models import load_weights, model_from_config
 from pruneexp.pruning.masks import MaskSet, live_units, output_layer, prunable_weights
 from pruneexp.pruning.step import prune_step
 from pruneexp.train import TrainResult, epoch_order, train
+from pruneexp.train.checkpoint import Checkpoint, checkpoint_name
 from pruneexp.train.task import TASKS, Task
 
 
@@ -68,6 +69,7 @@ class RunContext:
     dense_cache: DenseCache = field(default_factory=DenseCache)
     run_files: FileStore = field(default_factory=FileStore)
     ticket_files: FileStore = field(default_factory=FileStore)
+    checkpoints: FileStore = field(default_factory=FileStore)  # mid-training checkpoints (hardware.checkpoint_every)
     quiet: bool = False
     train_log: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # said once to the user by the runner
@@ -105,7 +107,15 @@ class RunContext:
         return OmegaConf.merge(self.cfg.train, OmegaConf.to_container(overrides, resolve=True))
 
     def train(self, model: nn.Module, masks: MaskSet, cfg: Any, phase: str, level: int, **kwargs: Any) -> TrainResult:
-        """`pruneexp.train.train` with the run's data, task and seed; its log rows join the run's."""
+        """`pruneexp.train.train` with the run's data, task and seed; its log rows join the run's.
+        With `hardware.checkpoint_every` set, the segment checkpoints into the run directory and a
+        killed run continues from its last checkpoint."""
+        every = self.cfg.hardware.get("checkpoint_every")
+        if every and "checkpoint" not in kwargs:
+            state = kwargs.get("state")
+            name = checkpoint_name(phase, level, 0 if state is None else state.step, kwargs.get("stop"))
+            kwargs["checkpoint"] = Checkpoint(str(every), load=lambda: self.checkpoints.load(name),
+                                              save=lambda obj: self.checkpoints.save(name, obj), key=name)
         result = train(model, self.data, masks, cfg, seed=self.cfg.seed, task=self.task, phase=phase, quiet=self.quiet, **kwargs)
         self.train_log.extend({"level": level, **row} for row in result.log)
         return result

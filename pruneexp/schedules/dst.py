@@ -190,6 +190,14 @@ class DynamicSparse(Sparsifier):
             counts[name] = (n, int(grown.sum()))
         self.history.append((step, a, counts))
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(step=s, alpha=a, counts={k: list(v) for k, v in c.items()}) for s, a, c in self.history],
+                "last_grown": {k: v.cpu() for k, v in self.last_grown.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [(h["step"], h["alpha"], {k: tuple(v) for k, v in h["counts"].items()}) for h in state["history"]]
+        self.last_grown = dict(state["last_grown"])
+
     def log(self) -> dict[str, Any]:
         if not self.history:
             return dict(dst_updates=0, dst_alpha=float("nan"), dst_moved=0)

@@ -83,6 +83,13 @@ class CubicPruning(Sparsifier):
         metrics = self.ctx.evaluate(model) if evaluate else dict(NO_METRICS)
         self.updates.append(((t - self.t0) // self.dt, t, masks.clone(), {**metrics, "step": t}))
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": [dict(k=k, t=t, masks=m.state_dict(), metrics=metrics) for k, t, m, metrics in self.updates]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = [(u["k"], u["t"], MaskSet.from_state_dict(u["masks"]).to(self.ctx.device), u["metrics"])
+                        for u in state["updates"]]
+
     def after_step(self, model: nn.Module, step: int, masks: MaskSet, optimizer: torch.optim.Optimizer) -> None:
         t = step + 1
         if self.t0 <= t <= self.t0 + self.n * self.dt and (t - self.t0) % self.dt == 0:

@@ -110,6 +110,12 @@ class Movement(Sparsifier):
     def after_step(self, model: nn.Module, step: int, masks: MaskSet, optimizer: torch.optim.Optimizer) -> None:
         self.state["sparsity"] = self.sparsity_at(step + 1)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": dict(self.state)}  # the shared variant / sparsity / threshold the scored layers read
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.state.update(state["state"])
+
     def log(self) -> dict[str, Any]:
         kept = sum(int(p.mask().sum()) for p in self.parts)
         return dict(movement_sparsity=round(1 - kept / sum(p.scores.numel() for p in self.parts), 6))

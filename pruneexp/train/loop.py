@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from pruneexp.data import DataSplits
 from pruneexp.errors import TrainingDiverged
 from pruneexp.pruning.masks import MaskSet
+from pruneexp.train.checkpoint import Checkpoint
 from pruneexp.train.durations import to_steps
 from pruneexp.train.optim import lr_factor, make_optimizer
 from pruneexp.train.sparsifier import Sparsifier
@@ -117,6 +118,7 @@ def train(
     state: TrainState | None = None,
     stop: int | None = None,
     snapshot_at: Collection[int] = (),
+    checkpoint: Checkpoint | None = None,
     quiet: bool = False,
 ) -> TrainResult:
     """Train `model` on `data` for `cfg.duration` with the optimizer and LR schedule of `cfg`:
@@ -131,7 +133,9 @@ def train(
     at the end it evaluates validation, and test where a result needs it: at a new minimum of the
     validation loss (the early-stop figure) and at the last step; other log rows leave test blank.
     A non-finite training loss or weight stops training with TrainingDiverged (checked at each
-    evaluation, so the hot loop never waits on the device)."""
+    evaluation, so the hot loop never waits on the device). With a `checkpoint`, everything the
+    rest of the loop depends on is saved at evaluation steps at most every `checkpoint.every`, and a
+    call that finds a checkpoint continues from it: the same bits as a call never stopped."""
     device = data.train_x.device
     bs = cfg.batch_size
     spe = steps_per_epoch(data, bs)
@@ -143,6 +147,12 @@ def train(
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # train.lr, or a group's own (before any state is loaded)
     factor = lr_factor(cfg, total, spe)
     start = 0
+    resumed = checkpoint.saved() if checkpoint is not None else None
+    if resumed is not None:  # a killed call of this segment got this far
+        state = TrainState.from_dict(resumed["state"])
+        masks.update_(MaskSet.from_state_dict(resumed["masks"]))
+        if sparsifier is not None:
+            sparsifier.load_state_dict(resumed["sparsifier"])
     if state is not None:
         model.load_state_dict(state.model)
         # a copy: the optimizer updates its state tensors in place, and a snapshot may be rewound to again
@@ -168,6 +178,13 @@ def train(
     defer_test = sparsifier is None
     best_row: int | None = None
     best_weights: dict[str, Tensor] | None = None
+    every = to_steps(checkpoint.every, spe) if checkpoint is not None else 0
+    last_checkpoint = start
+    if resumed is not None:
+        result = TrainResult.from_dict(resumed["result"])
+        best_val_loss, best_val_acc, best_row, best_weights = (resumed["best"][k] for k in ("val_loss", "val_acc", "row", "weights"))
+        best_weights = None if best_weights is None else {k: v.to(device) for k, v in best_weights.items()}
+        t0 -= resumed["elapsed_s"]
 
     model.train()
     for step in range(start, stop):
@@ -225,6 +242,12 @@ def train(
             result.final = row
             running.zero_()
             seen = 0
+            if every and done != stop and done - last_checkpoint >= every:
+                checkpoint.save(dict(key=checkpoint.key, state=TrainState.capture(done, model, optimizer).to_dict(),
+                                     masks=masks.state_dict(), sparsifier=sparsifier.state_dict() if sparsifier is not None else {},
+                                     result=result.to_dict(), elapsed_s=time.perf_counter() - t0,
+                                     best=dict(val_loss=best_val_loss, val_acc=best_val_acc, row=best_row, weights=best_weights)))
+                last_checkpoint = done
             if progress is not None:
                 progress.update(progress.task_ids[0], completed=done - start, description=f"{phase} val_acc={val['acc']:.4f}")
     if best_weights is not None and best_row is not None and math.isnan(result.test_acc_at_best):  # the deferred test

@@ -50,6 +50,15 @@ class Sparsifier:
         """Values written to the train log at each evaluation (e.g. the penalty weight)."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the method carries from step to step beyond the model's parameters, the masks and
+        the optimizer (which a checkpoint holds anyway): plain tensors, numbers and strings. The
+        default, nothing: a method whose every choice is a function of (seed, step) needs none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict` gave, when training continues from a checkpoint."""
+
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: nn.Parameter, where: Tensor) -> None:
     """Zero the optimizer's per-weight state (SGD momentum, Adam's first and second moments) of
