@@ -14,7 +14,7 @@ from test_train import cfg, toy_data, toy_model
 
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.masks import MaskSet, live_units
-from pruneexp.runner import run
+from pruneexp.runner import run, run_directory
 from pruneexp.schedules.dst import PRESETS, DynamicSparse
 from pruneexp.train import train
 from pruneexp.validate import validate
@@ -239,3 +239,38 @@ def test_the_loop_hands_before_step_the_dense_gradient_and_skips_the_step_on_req
     train(model, data, masks, cfg(duration="8it"), seed=0, quiet=True, sparsifier=Probe(opts(), 100, 100, 0))
     assert seen["masked_weight"] == 0 and seen["masked_grad"] > 0
     assert seen["grad_kept"] and seen["unchanged"]  # step 3's optimizer step was skipped
+
+
+def test_layer_scaled_init_divides_each_kept_weight_by_the_root_of_its_layer_density():
+    """schedule.sparse_init=layer_scaled (the RigL code's layer_scaled_init): w_l / sqrt(d_l) on the
+    kept weights, biases untouched; `dense` leaves the masked init as it is."""
+    import math
+
+    from torch import nn
+
+    from pruneexp.pruning.masks import MaskSet
+    from pruneexp.pruning.sparse_init import scale_for_density
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2))
+    keep = {"0.weight": torch.zeros(4, 8, dtype=torch.bool), "2.weight": torch.ones(2, 4, dtype=torch.bool)}
+    keep["0.weight"][:, :2] = True  # density 1/4
+    masks = MaskSet(keep)
+    masks.apply_(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scale_for_density(model, masks, "dense")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    scale_for_density(model, masks, "layer_scaled")
+    after = model.state_dict()
+    assert torch.allclose(after["0.weight"], before["0.weight"] * 2.0)  # 1 / sqrt(1/4)
+    assert torch.equal(after["2.weight"], before["2.weight"])  # dense layer: density 1, unchanged
+    assert torch.equal(after["0.bias"], before["0.bias"])
+    assert (after["0.weight"][:, 2:] == 0).all() and math.isclose(float(masks["0.weight"].float().mean()), 0.25)
+
+
+def test_sparse_init_is_hash_neutral_at_dense_and_checked(make_cfg):
+    base = ["schedule=dst", "criterion=random", "prune.scope=erk", "sparsity=0.9"]
+    assert run_directory(make_cfg(*base)) == run_directory(make_cfg(*base, "schedule.sparse_init=dense"))
+    assert run_directory(make_cfg(*base)) != run_directory(make_cfg(*base, "schedule.sparse_init=layer_scaled"))
+    with pytest.raises(PruneexpError, match="sparse_init"):
+        validate(make_cfg(*base, "schedule.sparse_init=fanin"))

@@ -17,12 +17,14 @@ from pruneexp.config import ScheduleConfig
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.criteria import CRITERIA
 from pruneexp.pruning.masks import MaskSet
+from pruneexp.pruning.sparse_init import check_sparse_init, scale_for_density
 from pruneexp.schedules import SCHEDULES
 from pruneexp.schedules.context import Level, RunContext
 
 @dataclass
 class AtInitConfig(ScheduleConfig):
     iterations: Optional[int] = None  # pruning rounds; None: the criterion's default (synflow 100, else 1)
+    sparse_init: str = "dense"  # dense (the model's init, masked) | layer_scaled (kept weights / sqrt(layer density))
 
 
 def iterations(cfg: Any) -> int:
@@ -42,6 +44,7 @@ def density_schedule(sparsity: float, n: int) -> list[float]:
 def check(cfg: Any) -> None:
     if cfg.schedule.iterations is not None and cfg.schedule.iterations < 1:
         raise PruneexpError(f"schedule.iterations={cfg.schedule.iterations} must be at least 1 (or null for the criterion's default).")
+    check_sparse_init(cfg.schedule.sparse_init)
 
 
 def prune_at_init(ctx: RunContext, model: Any, masks: MaskSet) -> MaskSet:
@@ -55,12 +58,14 @@ def prune_at_init(ctx: RunContext, model: Any, masks: MaskSet) -> MaskSet:
 @SCHEDULES.register("at_init", check=check, config=AtInitConfig)
 def at_init(ctx: RunContext) -> Iterator[Level]:
     """Levels: 0 the dense network at initialisation (untrained), 1 pruned at initialisation,
-    2 the sparse network trained for `train.duration` from that initialisation."""
+    2 the sparse network trained for `train.duration` from that initialisation (its kept weights
+    rescaled to the layer's density first under `schedule.sparse_init=layer_scaled`)."""
     model = ctx.build_model()
     dense = ctx.dense_masks(model)
     init = ctx.level(0, "init", model, dense, lambda: (dense, None))
     yield init
-    pruned = ctx.level(1, "pruned", model, dense, lambda: (prune_at_init(ctx, model, dense), None))
+    pruned = ctx.level(1, "pruned", model, dense,
+                       lambda: (scale_for_density(model, prune_at_init(ctx, model, dense), ctx.cfg.schedule.sparse_init), None))
     yield pruned
     yield ctx.level(2, "trained", model, pruned.masks,
                     lambda: (pruned.masks, ctx.train(model, pruned.masks, ctx.train_cfg(), "train", 2)))

@@ -38,6 +38,7 @@ from pruneexp.config import ScheduleConfig
 from pruneexp.errors import PruneexpError
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.select import top_k_mask
+from pruneexp.pruning.sparse_init import check_sparse_init, scale_for_density
 from pruneexp.schedules import SCHEDULES
 from pruneexp.schedules.context import Level, RunContext
 from pruneexp.train import Sparsifier, steps_per_epoch
@@ -69,6 +70,7 @@ class DstConfig(ScheduleConfig):
     drop_noise: Optional[float] = None  # std of the noise added to |w| to break drop ties
     drop_signs: Optional[str] = None  # joint (smallest |w|) | separate (SET: positive and negative apart)
     reset_optimizer: bool = True  # grown weights start with zero optimizer state
+    sparse_init: str = "dense"  # dense (the model's init, masked) | layer_scaled (kept weights / sqrt(layer density))
 
 
 def options(s: Any) -> dict[str, Any]:
@@ -87,6 +89,7 @@ def check(cfg: Any) -> None:
     s, p = cfg.schedule, cfg.prune
     if s.method not in METHODS:
         raise PruneexpError(f"Unknown schedule.method '{s.method}'; dst knows: {', '.join(METHODS)}.")
+    check_sparse_init(s.sparse_init)
     check_duration(s.update_every)
     for key, allowed in (("grow", ("gradient", "random")), ("grow_init", ("zero", "normal")),
                          ("drop_signs", ("joint", "separate")), ("decay", ("cosine", "constant"))):
@@ -220,7 +223,8 @@ def dst(ctx: RunContext) -> Iterator[Level]:
         raise PruneexpError(f"schedule.update_every={ctx.cfg.schedule.update_every} must be at least one step.")
     model = ctx.build_model()
     dense = ctx.dense_masks(model)
-    init = ctx.level(0, "init", model, dense, lambda: (ctx.prune(model, dense, ctx.cfg.sparsity), None))
+    init = ctx.level(0, "init", model, dense,
+                     lambda: (scale_for_density(model, ctx.prune(model, dense, ctx.cfg.sparsity), ctx.cfg.schedule.sparse_init), None))
     yield init
     hook = DynamicSparse(opts, dt, max(1, round(opts["end"] * total)), ctx.cfg.seed)
     masks = init.masks.clone()
