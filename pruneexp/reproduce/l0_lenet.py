@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pruneexp.reproduce import Check, Reproduction, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, register
 from pruneexp.reproduce.sparse_vd_lenet import final
 
 
 def check(table: pd.DataFrame) -> list[Check]:
     err, comp = final(table)
-    return [Check("final test error", "1.4 % (claim: <= 1.8 %)", f"{err:.2f} %", "<= 1.8 %", err <= 1.8),
-            Check("weights kept", "219-214-100 (claim: <= 35 %)", f"{100 / comp:.1f} %", "<= 35 %", 100 / comp <= 35)]
+    return [claim_check("final test error", "1.4 % (claim: <= 1.8 %)", f"{err:.2f} %", "<= 1.8 %", err <= 1.8),
+            claim_check("weights kept", "219-214-100 (claim: <= 35 %)", f"{100 / comp:.1f} %", "<= 35 %", 100 / comp <= 35)]
 
 
 def fast_check(table: pd.DataFrame) -> list[Check]:
@@ -47,7 +47,9 @@ def fast_check(table: pd.DataFrame) -> list[Check]:
 register(Reproduction(
     name="l0_lenet",
     paper="Louizos et al. 2018, L0 hard-concrete gates, Table 1 (LeNet-300-100)",
-    setups={"l0": []},
+    # the authors' L0MLP evaluates (and we fold) the exponential moving average of the parameters, β = 0.999
+    setups={"l0": ["regularizer.ema=0.999"]},
+    fast_setups={"l0": []},  # the CI recipe as recorded, without the average (its expectation was stated for that)
     seeds=(0,),
     check=check,
     fast_check=fast_check,

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pruneexp.reproduce import Check, Reproduction, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, register
 
 
 def final(table: pd.DataFrame) -> tuple[float, float]:
@@ -68,9 +68,9 @@ def check(table: pd.DataFrame) -> list[Check]:
     checks = []
     for net, rows in table.groupby("model.name", sort=False):
         (paper_err, paper_comp), (err, comp) = PAPER[net], final(rows)
-        checks += [Check(f"{net}: final test error", f"{paper_err:.2f} %", f"{err:.2f} %", "within 0.3 points",
+        checks += [claim_check(f"{net}: final test error", f"{paper_err:.2f} %", f"{err:.2f} %", "within 0.3 points",
                          abs(err - paper_err) <= 0.3),
-                   Check(f"{net}: compression (prunable weights / kept)", f"{paper_comp:.0f}x", f"{comp:.1f}x",
+                   claim_check(f"{net}: compression (prunable weights / kept)", f"{paper_comp:.0f}x", f"{comp:.1f}x",
                          f">= {paper_comp / 2:.0f}x", comp >= paper_comp / 2)]
     return checks
 
