@@ -6,7 +6,7 @@ criterion=random`), and one-shot magnitude pruning + fine-tuning (`schedule=ones
 steps dense, half fine-tuning). LeNet-300-100 on MNIST as in their MNIST script (Nesterov 0.9,
 lr 0.2, batch 100, updates stopped at 42 % of training); LeNet-5 on Fashion-MNIST (the paper has no
 such setup), the same recipe but for two choices made on validation before its runs
-(results/reproductions/README.md): lr FMNIST_LR (0.2 kills some networks at full length, dense ones
+(results/reproductions/README.md): lr 0.05 (0.2 kills some networks at full length, dense ones
 included), fine-tuning at a tenth of it as on MNIST, and the networks sparse from the first step
 (static, SET, RigL) started with `schedule.sparse_init=layer_scaled`, the RigL code base's
 `layer_scaled_init` (rigl_tf2, Evci et al. 2022): at PyTorch's default init a 98 % ERK LeNet-5 stays at
