@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from pruneexp.models.base import MODELS, image_shape
+from pruneexp.models.pooling import MaxPool2d
 
 CONV_PLANS: dict[str, list[int]] = {
     "conv2": [64, 64],
@@ -31,7 +32,7 @@ class ConvNet(nn.Module):
             layers += [nn.Conv2d(c, out, kernel_size=3, padding=1), nn.ReLU()]
             c = out
             if i % 2 == 1:
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2d(2))
                 h, w = h // 2, w // 2
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)

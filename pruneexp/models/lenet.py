@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pruneexp.models.base import MODELS, image_shape
+from pruneexp.models.pooling import MaxPool2d
 
 
 class LeNet5(nn.Module):
@@ -29,10 +30,10 @@ class LeNet5(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(c, 6, kernel_size=5, padding=2),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Conv2d(6, 16, kernel_size=5),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Flatten(),
         )
         with torch.no_grad():
@@ -66,9 +67,9 @@ class LeNet5Caffe(nn.Module):
         c, h, w = image_shape(input_shape, "lenet5_caffe", min_size=16)
         self.features = nn.Sequential(
             nn.Conv2d(c, 20, kernel_size=5),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Conv2d(20, 50, kernel_size=5),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
             nn.Flatten(),
         )
         with torch.no_grad():

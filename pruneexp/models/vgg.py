@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from pruneexp.models.base import MODELS, image_shape
+from pruneexp.models.pooling import MaxPool2d
 
 VGG_PLANS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -25,7 +26,7 @@ class VGG(nn.Module):
         layers: list[nn.Module] = []
         for item in VGG_PLANS[name]:
             if item == "M":
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2d(2))
             else:
                 layers += [
                     nn.Conv2d(c, int(item), kernel_size=3, padding=1, bias=False),
