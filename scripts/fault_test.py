@@ -6,6 +6,7 @@ Two kinds of kill:
 - simulated, in this process (tests/faults.py): at every atomic file write (a torn temporary left
   behind, or just after the rename) and before/after every training phase, each followed by a
   resume that is itself killed at a random write, then a final run;
+  (mid-training checkpoints are on, every epoch, so kills land inside levels too);
 - real: `pruneexp run` in a subprocess sent SIGKILL after a random delay (during training, a write
   or a resume, wherever it happens to be), up to three times, then run to completion.
 
@@ -31,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 OVERRIDES = ["dataset=digits", "hardware=cpu_1thread", "hardware.levels=none", "schedule=imp", "schedule.levels=2",
-             "train.duration=3ep", "schedule.finetune.duration=2ep", "quiet=true"]
+             "train.duration=3ep", "schedule.finetune.duration=2ep", "quiet=true",
+             "hardware.checkpoint_every=1ep"]  # kills inside a level resume from its last checkpoint
 
 
 def make_cfg(results: Path):
