@@ -215,7 +215,9 @@ def test_reproduction_checks_each_network_against_its_own_paper_numbers():
     assert got == {"lenet_300_100: final test error": True, "lenet_300_100: compression (prunable weights / kept)": True,
                    "lenet5_caffe: final test error": False, "lenet5_caffe: compression (prunable weights / kept)": True}
     only = check(table.iloc[:1].drop(columns="model.name"))  # one setup on disk: the experiment's LeNet-300-100
-    assert [c.claim.split(":")[0] for c in only] == ["lenet_300_100"] * 2
+    assert [c.claim.split(":")[0] for c in only] == ["lenet_300_100"] * 2 + ["lenet5_caffe"]
+    missing = only[-1]  # the network with no finished run is said, without a verdict, never silently left out
+    assert missing.passed is None and "not run" in missing.ours
 
 
 def test_the_authors_dense_layer_samples_noise_from_clipped_weights():
