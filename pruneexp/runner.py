@@ -282,15 +282,19 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
     shared: list[SharedFiles] = []
     loaded: dict[int, Any] = {}
 
+    def load_run_file(name: str) -> Any:
+        return load_checked(store, name)
+
     def load_level(k: int) -> Any:
-        loaded[k] = load_checked(store, store.level_name(k))
+        loaded[k] = load_run_file(store.level_name(k))
         return loaded[k]
 
     ctx = RunContext(cfg, data, device, load_level=load_level,
                      dense_cache=dense_cache(cfg, shared), quiet=cfg.quiet,
-                     run_files=FileStore(load=lambda name: load_checked(store, name), save=save_run_file),
+                     run_files=FileStore(load=load_run_file, save=save_run_file),
                      ticket_files=ticket_files(cfg, shared),
-                     checkpoints=FileStore(load=lambda name: load_checked(store, name), save=store.save_file))
+                     # checkpoints are not checksummed: each overwrites the last, and a kill leaves summary.json behind them
+                     checkpoints=FileStore(load=load_run_file, save=store.save_file))
     previous_log = store.read_csv("train_log.csv")
     previous_levels, previous_layers = store.read_csv("levels.csv"), store.read_csv("layers.csv")
     if previous_levels and not previous_log and "train_log.csv" in recorded:

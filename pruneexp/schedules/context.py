@@ -114,8 +114,7 @@ class RunContext:
         if every and "checkpoint" not in kwargs:
             state = kwargs.get("state")
             name = checkpoint_name(phase, level, 0 if state is None else state.step, kwargs.get("stop"))
-            kwargs["checkpoint"] = Checkpoint(str(every), load=lambda: self.checkpoints.load(name),
-                                              save=lambda obj: self.checkpoints.save(name, obj), key=name)
+            kwargs["checkpoint"] = Checkpoint(str(every), name, self.checkpoints.load, self.checkpoints.save)
         result = train(model, self.data, masks, cfg, seed=self.cfg.seed, task=self.task, phase=phase, quiet=self.quiet, **kwargs)
         self.train_log.extend({"level": level, **row} for row in result.log)
         return result

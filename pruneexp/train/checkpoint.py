@@ -23,18 +23,23 @@ from typing import Any, Callable
 @dataclass
 class Checkpoint:
     """Where one training segment keeps its checkpoint: `every` (a duration, "5ep" or "2000it"),
-    `load()` (the saved dict, or None) and `save(state)` (atomic). `key` identifies the segment
-    (phase, level, first and last step); a saved checkpoint whose key differs is not used."""
+    `name` (the file of the segment, `checkpoint_name`), and the run's file store: `load(name)` (the
+    saved dict, or None) and `save(name, state)` (atomic). The name is also written into the file;
+    a file holding another name is not used."""
 
     every: str
-    load: Callable[[], "dict[str, Any] | None"]
-    save: Callable[[dict[str, Any]], None]
-    key: str = ""
+    name: str
+    load: Callable[[str], "dict[str, Any] | None"]
+    save: Callable[[str, dict[str, Any]], None]
 
     def saved(self) -> dict[str, Any] | None:
-        """The checkpoint of this segment, or None (none yet, or one of another segment)."""
-        state = self.load()
-        return state if state is not None and state.get("key") == self.key else None
+        """The checkpoint of this segment, or None (none yet, or a file of another segment)."""
+        state = self.load(self.name)
+        return state if state is not None and state.get("key") == self.name else None
+
+    def write(self, state: dict[str, Any]) -> None:
+        """Save `state` as this segment's checkpoint, stamped with its name."""
+        self.save(self.name, {"key": self.name, **state})
 
 
 def checkpoint_name(phase: str, level: int, start: int, stop: int | None) -> str:

@@ -243,7 +243,7 @@ def train(
             running.zero_()
             seen = 0
             if every and done != stop and done - last_checkpoint >= every:
-                checkpoint.save(dict(key=checkpoint.key, state=TrainState.capture(done, model, optimizer).to_dict(),
+                checkpoint.write(dict(state=TrainState.capture(done, model, optimizer).to_dict(),
                                      masks=masks.state_dict(), sparsifier=sparsifier.state_dict() if sparsifier is not None else {},
                                      result=result.to_dict(), elapsed_s=time.perf_counter() - t0,
                                      best=dict(val_loss=best_val_loss, val_acc=best_val_acc, row=best_row, weights=best_weights)))
