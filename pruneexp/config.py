@@ -7,6 +7,7 @@ work). Names (dataset, model, criterion, schedule) and ranges are checked by `va
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -268,9 +269,10 @@ HASH_NEUTRAL_GROUPS = {"regularizer": "none"}
 
 
 def _implied(resolved: dict[str, Any], neutral_keys: str) -> dict[str, Any]:
-    """`resolved` with each method node completed with LEGACY_HASH_DEFAULTS, a regularizer node named
-    "none" left out, and HASH_NEUTRAL keys "dropped" where at their neutral value or "filled" in at it
-    where missing: the two readings of "a key a run predates means its neutral value"."""
+    """`resolved` with each method node completed with LEGACY_HASH_DEFAULTS, and HASH_NEUTRAL keys and
+    groups "dropped" where at their neutral value (a regularizer node named "none" left out) or
+    "filled" in at it where missing (a missing regularizer node read as {name: none}): the two
+    readings of "a key a run predates means its neutral value"."""
     out = dict(resolved)
     for group, legacy in LEGACY_HASH_DEFAULTS.items():
         if isinstance(out.get(group), dict):
@@ -282,12 +284,34 @@ def _implied(resolved: dict[str, Any], neutral_keys: str) -> dict[str, Any]:
             continue
         if neutral_keys == "dropped" and leaf in node and node[leaf] == neutral:
             out[group] = {k: v for k, v in node.items() if k != leaf}
-        elif neutral_keys == "filled" and leaf not in node:
+        elif neutral_keys == "filled" and leaf not in node and _has_key(group, node.get("name"), leaf):
             out[group] = {**node, leaf: neutral}
     for group, neutral in HASH_NEUTRAL_GROUPS.items():
-        if isinstance(out.get(group), dict) and out[group].get("name") == neutral:
+        node = out.get(group)
+        if neutral_keys == "dropped" and isinstance(node, dict) and node.get("name") == neutral:
             del out[group]
+        elif neutral_keys == "filled" and (node is None or isinstance(node, dict) and node.get("name") == neutral):
+            out[group] = {"name": neutral}  # a run that predates the group ran as its neutral method
     return out
+
+
+def _has_key(group: str, name: Any, leaf: str) -> bool:
+    """Whether the method `name` of a method group (model, criterion, schedule, regularizer) has the
+    option `leaf` in its own schema; True for the other groups and for a name no registry knows (a
+    run of a method since removed reads as it did). A key is filled in only where it can exist, so a
+    report does not label a group-lasso run with L0's `ema` or a one-shot run with RigL's `sparse_init`."""
+    if group not in BASE_SCHEMAS or not isinstance(name, str):
+        return True
+    from pruneexp.models import MODELS
+    from pruneexp.pruning.criteria import CRITERIA
+    from pruneexp.regularizers import REGULARIZERS
+    from pruneexp.schedules import SCHEDULES
+
+    registry = {"model": MODELS, "criterion": CRITERIA, "schedule": SCHEDULES, "regularizer": REGULARIZERS}[group]
+    if name not in registry:
+        return True
+    schema = registry.meta(name).get("config") or BASE_SCHEMAS[group]
+    return leaf in {f.name for f in dataclasses.fields(schema)}
 
 
 def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -314,7 +338,8 @@ def file_sha256(path: str) -> str:
 def comparable_view(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved config with every key the run hash treats as implied made explicit, for telling
     runs apart in reports: method nodes completed with LEGACY_HASH_DEFAULTS, HASH_NEUTRAL keys a run
-    predates filled in at their neutral value, and a regularizer node named "none" left out. Two runs
+    predates filled in at their neutral value where the run's method has them, and a missing
+    regularizer node read as {name: none} (a "none" node's other keys dropped). Two runs
     of one setup written before and after a key was added then read alike (as they hash alike)."""
     return _implied(resolved, "filled")
 

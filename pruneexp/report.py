@@ -18,6 +18,7 @@ and the report says which. A Hydra multirun folder leads to its runs through the
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,8 +184,14 @@ def short_key(key: str) -> str:
 
 
 def setup_label(row: pd.Series | dict[str, Any], keys: list[str], default: str) -> str:
-    """'key=value, ...' of the keys that define a setup; `default` when there are none."""
-    return ", ".join(f"{short_key(k)}={row[k]}" for k in keys) or default
+    """'key=value, ...' of the keys that define a setup and that this row's run has (a key of
+    another method, e.g. `regularizer.strength` on a run without a regularizer, is left out rather
+    than shown as nan); `default` when there are none."""
+    return ", ".join(f"{short_key(k)}={row[k]}" for k in keys if not _missing(row[k])) or default
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _sort_value(value: Any) -> tuple[int, Any]:

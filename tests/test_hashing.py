@@ -93,3 +93,20 @@ def test_only_the_chosen_methods_options_exist(make_cfg):
     assert typed_config(make_cfg("criterion.name=obd")).criterion.probes == 8  # a name-only switch takes obd's defaults
     with pytest.raises(PruneexpError, match="has no option probes"):
         typed_config(make_cfg("criterion=obd", "criterion.name=magnitude"))
+
+
+def test_comparable_view_fills_a_key_only_where_the_method_has_it():
+    """Reports read a key a run predates at its neutral value, but only for methods that have the key:
+    a group-lasso run is not labelled with L0's `ema`, a one-shot run not with RigL's `sparse_init`."""
+    from pruneexp.config import comparable_view
+
+    old = {"regularizer": {"name": "l0", "strength": 0.1}, "schedule": {"name": "dst"}, "train": {"lr": 0.1}}
+    view = comparable_view(old)
+    assert view["regularizer"]["ema"] == 0.0 and view["schedule"]["sparse_init"] == "dense"
+    assert view["train"]["optimizer_impl"] == "foreach"  # not a method group: every run has it
+    other = comparable_view({"regularizer": {"name": "group_lasso", "strength": 0.1}, "schedule": {"name": "oneshot"}})
+    assert "ema" not in other["regularizer"] and "train_clip_variance" not in other["regularizer"]
+    assert "sparse_init" not in other["schedule"] and "rounds" not in other["schedule"]
+    assert "sparse_init" in comparable_view({"schedule": {"name": "at_init"}})["schedule"]
+    assert comparable_view({"regularizer": {"name": "none", "strength": 0.0}})["regularizer"] == {"name": "none"}
+    assert comparable_view({"train": {"lr": 0.1}})["regularizer"] == {"name": "none"}  # a run that predates the group
