@@ -262,7 +262,7 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
                                 "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None,
                                 "dataset.block_size": 64, "dataset.path": "", "dataset.vocab_size": 16, "dataset.order": 2,
                                 "dataset.concentration": 0.3, "dataset.chain_seed": 0, "regularizer.ema": 0.0,
-                                "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense"}
+                                "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense", "model.conv_relu": False}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

@@ -170,6 +170,46 @@ def test_other_inits_zero_biases_and_touch_convs(init):
         assert conv.weight.abs().max().item() <= math.sqrt(6 / (576 + 576)) + 1e-6
 
 
+def test_init_per_layer_kind():
+    """`conv:<init>,linear:<init>`: each kind drawn from its own scheme (Molchanov et al. 2017's LeNet-5:
+    Lasagne's GlorotUniform convolutions, N(0, 0.01²) dense layers); a kind left out keeps PyTorch's."""
+    torch.manual_seed(0)
+    model = create_model("lenet5_caffe", MNIST, 10, init="conv:glorot_uniform,linear:normal")
+    conv2, fc1 = model.features[2], model.classifier[0]
+    bound = math.sqrt(6 / (20 * 25 + 50 * 25))  # Glorot uniform: fan_in + fan_out of a 20 -> 50, 5x5 conv
+    assert conv2.weight.abs().max().item() <= bound + 1e-6
+    assert conv2.weight.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    assert fc1.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert all((m.bias == 0).all() for m in (conv2, fc1))
+    torch.manual_seed(0)
+    only_conv = create_model("lenet5_caffe", MNIST, 10, init="conv:normal")
+    assert only_conv.features[0].weight.std().item() == pytest.approx(0.01, rel=0.2)
+    assert (only_conv.classifier[0].bias != 0).any()  # linear left at PyTorch's own init
+    torch.manual_seed(0)
+    same = create_model("lenet5_caffe", MNIST, 10, init="conv:normal,linear:normal")
+    torch.manual_seed(0)
+    whole = create_model("lenet5_caffe", MNIST, 10, init="normal")
+    assert all(torch.equal(p, q) for p, q in zip(same.parameters(), whole.parameters()))  # one scheme = the same draws
+    for bad in ("conv:orthogonal", "bn:normal", "conv:normal,linear"):
+        with pytest.raises(PruneexpError, match="<kind>:<init>"):
+            create_model("lenet5_caffe", MNIST, 10, init=bad)
+
+
+def test_lenet5_caffe_conv_relu():
+    """conv_relu=True: a ReLU after each conv, before its pooling (Molchanov et al. 2017's LeNet-5), the
+    same parameters; the default is Caffe's network without."""
+    torch.manual_seed(0)
+    plain = create_model("lenet5_caffe", MNIST, 10)
+    relu = create_model("lenet5_caffe", MNIST, 10, conv_relu=True)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in relu.parameters()) == 431_080
+    assert not any(isinstance(m, nn.ReLU) for m in plain.features)
+    relu.load_state_dict({k.replace("features.2.", "features.3."): v for k, v in plain.state_dict().items()})
+    x = torch.randn(4, *MNIST)
+    c1, c2 = plain.features[0], plain.features[2]
+    h = nn.functional.max_pool2d(c2(nn.functional.max_pool2d(c1(x).relu(), 2)).relu(), 2)
+    torch.testing.assert_close(relu(x), plain.classifier(h.flatten(1)))
+
+
 def test_default_init_keeps_pytorch_biases_and_same_seed_same_model():
     torch.manual_seed(1)
     a = create_model("lenet5", MNIST, 10)

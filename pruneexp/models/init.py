@@ -13,6 +13,11 @@
   snip-public network.py).
 
 Every non-default scheme sets each Conv/Linear weight and zeroes its bias; BatchNorm is untouched.
+A scheme per layer kind is written `conv:<scheme>,linear:<scheme>` (a kind left out keeps PyTorch's
+own): reference codes differ by kind, e.g. Molchanov et al. 2017's LeNet-5 (svdo-lasagne
+lenet5-ard.py) draws its convolutions from Lasagne's GlorotUniform (its `W=init.Normal()` never
+reaches the conv layer, whose argument is `Wconv`) and its dense layers from Normal(0.01):
+`conv:glorot_uniform,linear:normal`.
 """
 
 from __future__ import annotations
@@ -44,30 +49,49 @@ def variance_scaling_(w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
 
 INIT_SCHEMES: tuple[str, ...] = ("default", *_WEIGHT_INITS)
 
-_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+KINDS: dict[str, tuple[type, ...]] = {"conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "linear": (nn.Linear,)}
+
+
+def parse_init(scheme: str) -> dict[str, str]:
+    """{layer kind: scheme} of `scheme`: one of INIT_SCHEMES for every kind, or
+    `conv:<scheme>,linear:<scheme>` (a kind not named keeps "default"). Raises PruneexpError on an
+    unknown scheme or kind."""
+    if not isinstance(scheme, str) or ":" not in scheme:
+        if scheme not in INIT_SCHEMES:
+            raise PruneexpError(f"Unknown init '{scheme}'. Known inits: {', '.join(INIT_SCHEMES)}, or one per layer kind "
+                                f"as 'conv:<init>,linear:<init>'.")
+        return dict.fromkeys(KINDS, scheme)
+    out = dict.fromkeys(KINDS, "default")
+    for part in scheme.split(","):
+        kind, _, name = part.strip().partition(":")
+        if kind not in KINDS or name not in INIT_SCHEMES or not part.count(":") == 1:
+            raise PruneexpError(f"model.init='{scheme}': '{part}' is not <kind>:<init> with kind one of {', '.join(KINDS)} "
+                                f"and init one of {', '.join(INIT_SCHEMES)}.")
+        out[kind] = name
+    return out
 
 
 def check_init(scheme: str) -> None:
-    """Raise PruneexpError unless `scheme` is one of INIT_SCHEMES (Glorot & Bengio 2010; He et al. 2015)."""
-    if scheme not in INIT_SCHEMES:
-        raise PruneexpError(f"Unknown init '{scheme}'. Known inits: {', '.join(INIT_SCHEMES)}.")
+    """Raise PruneexpError unless `scheme` is one of INIT_SCHEMES (Glorot & Bengio 2010; He et al. 2015)
+    or a scheme per layer kind (`parse_init`)."""
+    parse_init(scheme)
 
 
 def init_weights(model: nn.Module, scheme: str = "default") -> nn.Module:
     """Initialise every Conv/Linear weight of `model` in place with `scheme`, biases zero.
 
     Schemes: Glorot & Bengio 2010 (glorot_normal, as in Frankle & Carbin 2019; glorot_uniform),
-    He et al. 2015 (kaiming_normal), or "default" (PyTorch's own, model left as built).
+    He et al. 2015 (kaiming_normal), or "default" (PyTorch's own, model left as built); one for all
+    Conv/Linear layers or one per kind (`conv:<scheme>,linear:<scheme>`, see `parse_init`).
     Uses the global torch RNG; the caller seeds it. Returns `model`.
     """
-    check_init(scheme)
-    if scheme == "default":
-        return model
-    fill = _WEIGHT_INITS[scheme]
+    by_kind = parse_init(scheme)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, _LAYERS):
-                fill(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+            kind = next((k for k, types in KINDS.items() if isinstance(module, types)), None)
+            if kind is None or by_kind[kind] == "default":
+                continue
+            _WEIGHT_INITS[by_kind[kind]](module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
     return model

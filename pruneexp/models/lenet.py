@@ -7,13 +7,19 @@
   conv 5x5 20 - maxpool 2 - conv 5x5 50 - maxpool 2 - fc 500 - ReLU - fc 10; no padding, and no
   nonlinearity after either conv (the prototxt has a ReLU only after ip1; SNIP's TensorFlow
   network, snip-public network.py, has the same). 431 080 parameters on 28x28 MNIST.
+  `conv_relu=True` puts a ReLU after each conv, before its pooling: the LeNet-5 of Molchanov et
+  al. 2017's sparse variational dropout (svdo-lasagne lenet5-ard.py, whose Conv2DVarDropOutARD
+  layers have Lasagne's default `rectify`); the parameters are the same.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from pruneexp.config import ModelConfig
 from pruneexp.models.base import MODELS, image_shape
 from pruneexp.models.pooling import MaxPool2d
 
@@ -62,13 +68,16 @@ class LeNet5Caffe(nn.Module):
     LeNet-5-Caffe). Needs an image input at least 16x16; the flatten size follows the input
     (800 on 28x28: 50 x 4 x 4)."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, conv_relu: bool = False):
         super().__init__()
         c, h, w = image_shape(input_shape, "lenet5_caffe", min_size=16)
+        act = (lambda: [nn.ReLU()]) if conv_relu else (lambda: [])
         self.features = nn.Sequential(
             nn.Conv2d(c, 20, kernel_size=5),
+            *act(),
             MaxPool2d(2),
             nn.Conv2d(20, 50, kernel_size=5),
+            *act(),
             MaxPool2d(2),
             nn.Flatten(),
         )
@@ -80,7 +89,13 @@ class LeNet5Caffe(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("lenet5_caffe")
-def lenet5_caffe(input_shape: tuple[int, ...], num_classes: int) -> LeNet5Caffe:
-    """LeNet-5 as Caffe defines it (Han et al. 2015; Lee et al. 2019, SNIP)."""
-    return LeNet5Caffe(input_shape, num_classes)
+@dataclass
+class LeNet5CaffeConfig(ModelConfig):
+    conv_relu: bool = False  # a ReLU after each conv (Molchanov et al. 2017's LeNet-5); Caffe's has none
+
+
+@MODELS.register("lenet5_caffe", config=LeNet5CaffeConfig)
+def lenet5_caffe(input_shape: tuple[int, ...], num_classes: int, conv_relu: bool = False) -> LeNet5Caffe:
+    """LeNet-5 as Caffe defines it (Han et al. 2015; Lee et al. 2019, SNIP); `conv_relu=True`: with
+    a ReLU after each conv, as Molchanov et al. 2017's."""
+    return LeNet5Caffe(input_shape, num_classes, conv_relu=conv_relu)

@@ -8,10 +8,14 @@ compression (prunable weights / weights kept) at least half the paper's (34x, 14
 Setups of the full variant: `sparse_vd` (LeNet-300-100, the experiment as it stands) and
 `lenet5_caffe` (model=lenet5_caffe, its convolutions wrapped too: mean conv(x, θ), variance
 conv(x², α θ²); the LR linear to 0 from epoch 0, the reference's `lr_linear_to0` for LeNet-5;
-everything else as for LeNet-300-100). The reference's LeNet-5 has a ReLU after each convolution;
-our lenet5_caffe follows Caffe's prototxt, which has none (see pruneexp/models/lenet.py). The
-reference may start LeNet-5 from pretrained weights (its optional `iparam`); here both start from
-N(0, 0.01²).
+everything else as for LeNet-300-100) with the reference's network and init: a ReLU after each
+convolution (`model.conv_relu=true`: its Conv2DVarDropOutARD layers keep Lasagne's default
+`rectify`; Caffe's prototxt, our lenet5_caffe's default, has none), the convolutions drawn from
+Lasagne's GlorotUniform and the dense layers from N(0, 0.01²) (`model.init=conv:glorot_uniform,
+linear:normal`: lenet5-ard.py passes `W=init.Normal()`, which its conv layer, whose argument is
+`Wconv`, never receives). Known differences: the reference's conv layer adds 1e-8 to θ² in its
+forward's log α (ours 1e-16, as its dense layer's log θ² without one), and it may start from
+pretrained weights (its optional `iparam`, not used in its script's default run); here from scratch.
 
 The first fast variant ran the same recipe 10x shorter (20 epochs: KL weight 0 to epoch 1 and 1
 from epoch 3, the LR flat to epoch 10 then to 0) against its expectation (compression >= 10x at a
@@ -90,8 +94,9 @@ register(Reproduction(
     name="sparse_vd_lenet",
     paper="Molchanov et al. 2017, sparse variational dropout, Table 1 (LeNet-300-100, LeNet-5-Caffe)",
     # LeNet-5-Caffe runs on two threads: its 110 000 steps cost ~107 ms each on one (most of it the
-    # two convolutions per wrapped layer and the noise on conv1's 100x20x24x24 output), 69 ms on two
-    setups={"sparse_vd": [], "lenet5_caffe": ["model=lenet5_caffe", "train.milestones=[]", "hardware.threads=2"]},
+    # two convolutions per wrapped layer and the noise on conv1's 100x20x24x24 output), 69-81 on two
+    setups={"sparse_vd": [], "lenet5_caffe": ["model=lenet5_caffe", "model.conv_relu=true", "model.init='conv:glorot_uniform,linear:normal'",
+                                              "train.milestones=[]", "hardware.threads=2"]},
     fast_setups={"sparse_vd": []},
     seeds=(0,),
     check=check,
