@@ -117,3 +117,40 @@ def test_movement_transfer_claims_and_equal_recipes():
         mv, mg = runs["movement/95"], runs["magnitude/95"]
         same = [o for o in mv if o.split("=")[0] in ("train.duration", "train.warmup", "schedule.start", "schedule.end")]
         assert len(same) == 4 and set(same) <= set(mg), fast
+
+
+def write_gl_run(root, name, regularizer, units_alive, test_acc, shrunk_params=None, speedup=2.0):
+    """A finished group_lasso_units run folder: config, last level, and (group lasso) its latency forms."""
+    run = root / name
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"regularizer": {"name": regularizer}}))
+    pd.DataFrame([{"level": 1, "name": "finetuned", "sparsity": 1 - units_alive / 400, "units_alive": units_alive,
+                   "test_acc": test_acc}]).to_csv(run / "levels.csv", index=False)
+    if shrunk_params is not None:
+        pd.DataFrame([{"form": "dense", "batch_size": 256, "status": "ok", "speedup_vs_dense": 1.0, "params": 266_610},
+                      {"form": "shrunk", "batch_size": 256, "status": "ok", "speedup_vs_dense": speedup, "params": shrunk_params}]
+                     ).to_csv(run / "latency.csv", index=False)
+    return run
+
+
+def test_group_lasso_units_claims(tmp_path):
+    """>= half the 400 hidden units removed at <= 0.5 points lost: PASS, else 'not reproduced' with the numbers;
+    the shrink (pruneexp's own function, not a paper claim) FAILs unless the network is smaller and faster."""
+    check = REPRODUCTIONS.get("group_lasso_units").check_runs
+
+    def runs(alive, acc_gl, shrunk=35_223, speedup=2.0):
+        root = tmp_path / f"case{len(list(tmp_path.iterdir()))}"
+        root.mkdir()
+        return [write_gl_run(root, "gl", "group_lasso", alive, acc_gl, shrunk, speedup), write_gl_run(root, "ref", "none", 400, 0.9844)]
+
+    good = check(runs(70, 0.9815))
+    assert [verdict(c) for c in good] == ["PASS"] * 3 and passed(good)
+    assert "82.5 %" in good[0].ours and "0.29 points" in good[1].ours and "35,223 of 266,610 parameters (13.2 %)" in good[2].ours
+    few = check(runs(250, 0.9815))  # 150 of 400 removed
+    assert verdict(few[0]) == "not reproduced" and "37.5 %" in few[0].ours and passed(few)
+    lossy = check(runs(70, 0.9780))  # 0.64 points lost
+    assert verdict(lossy[1]) == "not reproduced" and "0.64 points" in lossy[1].ours
+    not_smaller = check(runs(70, 0.9815, shrunk=266_610))
+    assert verdict(not_smaller[2]) == "FAIL" and not passed(not_smaller)
+    slower = check(runs(70, 0.9815, speedup=0.9))
+    assert verdict(slower[2]) == "FAIL"
