@@ -65,8 +65,9 @@ def lenet5(input_shape: tuple[int, ...], num_classes: int) -> LeNet5:
 class LeNet5Caffe(nn.Module):
     """Caffe's LeNet (examples/mnist/lenet_train_test.prototxt): conv1 20 (5x5) - pool - conv2 50 (5x5)
     - pool - ip1 500 - ReLU - ip2. No ReLU after the convolutions, as in the prototxt (and SNIP's
-    LeNet-5-Caffe). Needs an image input at least 16x16; the flatten size follows the input
-    (800 on 28x28: 50 x 4 x 4)."""
+    LeNet-5-Caffe), unless `conv_relu` (then conv - ReLU - pool, Molchanov et al. 2017's; the conv2
+    and later modules move one index up in `features`). Needs an image input at least 16x16; the
+    flatten size follows the input (800 on 28x28: 50 x 4 x 4)."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, conv_relu: bool = False):
         super().__init__()
