@@ -295,6 +295,22 @@ def _implied(resolved: dict[str, Any], neutral_keys: str) -> dict[str, Any]:
     return out
 
 
+def _method_registries() -> dict[str, Any]:
+    """The registry of each method group, by group name: the one group -> registry mapping that
+    register_configs and _has_key both read (imported late: the registries import this module)."""
+    from pruneexp.models import MODELS
+    from pruneexp.pruning.criteria import CRITERIA
+    from pruneexp.regularizers import REGULARIZERS
+    from pruneexp.schedules import SCHEDULES
+
+    return {"model": MODELS, "criterion": CRITERIA, "schedule": SCHEDULES, "regularizer": REGULARIZERS}
+
+
+def _method_schema(registry: Any, group: str, name: str) -> type:
+    """The schema dataclass of method `name` in `group`: its own, or the group's base schema."""
+    return registry.meta(name).get("config") or BASE_SCHEMAS[group]
+
+
 def _has_key(group: str, name: Any, leaf: str) -> bool:
     """Whether the method `name` of a method group (model, criterion, schedule, regularizer) has the
     option `leaf` in its own schema; True for the other groups and for a name no registry knows (a
@@ -302,16 +318,10 @@ def _has_key(group: str, name: Any, leaf: str) -> bool:
     report does not label a group-lasso run with L0's `ema` or a one-shot run with RigL's `sparse_init`."""
     if group not in BASE_SCHEMAS or not isinstance(name, str):
         return True
-    from pruneexp.models import MODELS
-    from pruneexp.pruning.criteria import CRITERIA
-    from pruneexp.regularizers import REGULARIZERS
-    from pruneexp.schedules import SCHEDULES
-
-    registry = {"model": MODELS, "criterion": CRITERIA, "schedule": SCHEDULES, "regularizer": REGULARIZERS}[group]
+    registry = _method_registries()[group]
     if name not in registry:
         return True
-    schema = registry.meta(name).get("config") or BASE_SCHEMAS[group]
-    return leaf in {f.name for f in dataclasses.fields(schema)}
+    return leaf in {f.name for f in dataclasses.fields(_method_schema(registry, group, name))}
 
 
 def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
@@ -347,15 +357,9 @@ def comparable_view(resolved: dict[str, Any]) -> dict[str, Any]:
 def register_configs() -> None:
     """Store the run schema and every method's own schema in Hydra's ConfigStore: `<name>_schema`
     in the method's group, which its YAML names first in its defaults (Hydra's schema pattern)."""
-    from pruneexp.models import MODELS
-    from pruneexp.pruning.criteria import CRITERIA
-    from pruneexp.regularizers import REGULARIZERS
-    from pruneexp.schedules import SCHEDULES
-
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES), ("regularizer", REGULARIZERS)):
-        base = BASE_SCHEMAS[group]
-        cs.store(group=group, name="schema", node=base)
+    for group, registry in _method_registries().items():
+        cs.store(group=group, name="schema", node=BASE_SCHEMAS[group])
         for name in registry:
-            cs.store(group=group, name=f"{name}_schema", node=registry.meta(name).get("config") or base)
+            cs.store(group=group, name=f"{name}_schema", node=_method_schema(registry, group, name))
