@@ -43,6 +43,27 @@ def save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def _legend_below(fig: Any, axes: Any, fontsize: int = 7, width: int = 110) -> None:
+    """One legend for the whole figure, below its axes (the labels of every axis in `axes`, each once,
+    long ones wrapped at `width` characters), the figure made taller by its lines. A legend inside an
+    axis hides points and, when a setup label (e.g. `model.init=conv:glorot_uniform,...`) is wider than
+    the axis, squeezes the axes under tight_layout; below them it costs height, not the data's room.
+    Needs a figure made with layout="constrained" (matplotlib's "outside" legend placement)."""
+    import textwrap
+
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if not seen:
+        return
+    labels = [textwrap.fill(label, width, subsequent_indent="  ") for label in seen]
+    ncol = 2 if max(len(label) for label in labels) <= width // 2 - 5 and len(labels) > 3 else 1
+    lines = sum(label.count("\n") + 1 for label in labels) if ncol == 1 else -(-len(labels) // ncol)
+    fig.set_figheight(fig.get_figheight() + 0.17 * lines + 0.2)
+    fig.legend(list(seen.values()), labels, loc="outside lower center", ncol=ncol, fontsize=fontsize, frameon=False)
+
+
 def _seeds_note(seeds: pd.Series) -> str:
     top = int(seeds.max()) if len(seeds) else 0
     low = int(seeds.min()) if len(seeds) else 0
@@ -67,7 +88,7 @@ def level_curves(table: pd.DataFrame, metric: str = "test_acc", title: str = "")
     """Accuracy vs fraction of weights remaining (log x, decreasing to the right as in Frankle &
     Carbin 2019), one line per setup through its levels, a band of ± one std over seeds."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120, layout="constrained")
     for setup, rows in table.groupby("setup", sort=False):
         rows = rows.sort_values(["remaining_mean", "level"], ascending=[False, True])
         x, y = rows["remaining_mean"] * 100, rows[f"{metric}_mean"] * 100
@@ -79,9 +100,8 @@ def level_curves(table: pd.DataFrame, metric: str = "test_acc", title: str = "")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(alpha=0.3)
     if table["setup"].nunique() <= 12:
-        ax.legend(fontsize=8)
+        _legend_below(fig, [ax], fontsize=8)
     ax.set_title(f"{title} ({_seeds_note(table['seeds'])})".strip(), fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -93,7 +113,7 @@ def sweep_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
     `seeds`, and optionally `before_{metric}_mean/_std` and `before_name` (the level before
     fine-tuning: a dashed companion curve) and `dense_{metric}_mean` (a horizontal reference)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     dense_drawn: dict[float, Any] = {}
     shared = f"dense_{metric}_mean" in points and points[f"dense_{metric}_mean"].round(6).nunique() <= 1
@@ -132,9 +152,8 @@ def sweep_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
     axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
+    _legend_below(fig, axes)
     fig.suptitle(f"{title} ({_seeds_note(points['seeds'])})".strip(), fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -144,7 +163,7 @@ def speedup_curves(latency: pd.DataFrame, title: str = "") -> Any:
     `latency` holds latency.csv rows with status ok and a `remaining` column."""
     plt = _pyplot()
     batches = sorted(latency["batch_size"].unique())
-    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.2), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.2), dpi=120, squeeze=False, layout="constrained")
     for ax, batch in zip(axes[0], batches):
         rows = latency[latency["batch_size"] == batch]
         for form, frows in rows[rows["form"].str.split(": ").str[-1] != "dense"].groupby("form", sort=True):
@@ -153,9 +172,12 @@ def speedup_curves(latency: pd.DataFrame, title: str = "") -> Any:
             x = g["remaining"] * 100
             ax.plot(x, g["mean"], marker="o", markersize=3, label=form)
             ax.fill_between(x, g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0), alpha=0.15)
-        ideal = rows.groupby("remaining")["flop_ratio"].mean().reset_index().sort_values("remaining", ascending=False)
-        ax.plot(ideal["remaining"] * 100, 1.0 / ideal["flop_ratio"], color="black", linestyle="--", linewidth=1,
-                label="FLOP-ratio ideal")
+        # the ideal of each setup ("setup: form") on its own: two networks' FLOP ratios are not one curve
+        setups = rows["form"].str.rpartition(": ")[0]
+        for j, (_, srows) in enumerate(rows.groupby(setups, sort=True)):
+            ideal = srows.groupby("remaining")["flop_ratio"].mean().reset_index().sort_values("remaining", ascending=False)
+            ax.plot(ideal["remaining"] * 100, 1.0 / ideal["flop_ratio"], color="black", linestyle="--", linewidth=1,
+                    marker="x", markersize=4, label="FLOP-ratio ideal (per setup)" if j == 0 else None)
         ax.axhline(1.0, color="grey", linewidth=0.8, label="dense form (1×)")
         _log_remaining_axis(ax, list(rows["remaining"] * 100))
         ax.set_yscale("log")
@@ -163,10 +185,9 @@ def speedup_curves(latency: pd.DataFrame, title: str = "") -> Any:
         ax.set_ylabel("speedup vs dense form (×)")
         ax.set_title(f"batch size {int(batch)}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _legend_below(fig, axes[0])
     device = ", ".join(sorted(set(str(v) for v in latency.get("machine", pd.Series(dtype=str)).dropna())))
     fig.suptitle(f"{title}: measured speedup per form{f' ({device})' if device else ''}".strip(": "), fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -179,7 +200,8 @@ def accuracy_vs_speedup(points: pd.DataFrame, metric: str = "test_acc", title: s
 
     points = points[points["form"].str.split(": ").str[-1] != "dense"]  # the dense form is the 1× reference line
     batches = sorted(points["batch_size"].unique())
-    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.2), dpi=120, squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 4.2), dpi=120, squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, batch in zip(axes[0], batches):
         rows = points[points["batch_size"] == batch]
         for form, frows in rows.groupby("form", sort=True):
@@ -197,8 +219,7 @@ def accuracy_vs_speedup(points: pd.DataFrame, metric: str = "test_acc", title: s
         ax.set_xlabel("measured speedup vs dense form (×)")
         ax.set_title(f"batch size {int(batch)} (labels: weights remaining)", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    _legend_below(fig, axes[0])
     axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
     fig.suptitle(f"{title}: accuracy vs measured speedup".strip(": "), fontsize=10)
-    fig.tight_layout()
     return fig
