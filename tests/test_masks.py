@@ -103,3 +103,63 @@ def test_a_mask_edit_reaches_the_applier():
     masks.set_("weight", edited)
     apply()
     assert model.weight[0, 0] == 0 and (model.weight[masks["weight"]] != 0).all()
+
+
+def test_effective_masks_drop_weights_on_no_input_to_output_path():
+    """4-3-2 MLP: hidden 1 has no input, hidden 2 no output. Kept: 3 + 2 = 5 of 18 weights; on a
+    path: 0.weight's row 0 (2 weights; row 2's weight reads input 1 but hidden 2 feeds nothing) and
+    2.weight's [0, 0] (its [0, 1] reads hidden 1, which has no input): 3 of 18, effective sparsity
+    5/6 (Vysogorets & Kempe 2023)."""
+    from pruneexp.pruning.masks import effective_counts, effective_masks
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    m1 = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    m2 = torch.tensor([[1, 1, 0], [0, 0, 0]], dtype=torch.bool)
+    eff = effective_masks(model, MaskSet({"0.weight": m1, "2.weight": m2}))
+    assert eff["0.weight"].tolist() == [[True, True, False, False], [False] * 4, [False] * 4]
+    assert eff["2.weight"].tolist() == [[True, False, False], [False] * 3]
+    assert effective_counts(model, MaskSet({"0.weight": m1, "2.weight": m2})) == {"0.weight": 2, "2.weight": 1}
+    # a dense network, and one whose every unit keeps a path, lose nothing
+    dense = MaskSet.dense(prunable_weights(model))
+    assert effective_counts(model, dense) == {"0.weight": 12, "2.weight": 6}
+    # the classifier excluded from pruning counts whole: hidden 2's row reaches an output through it
+    assert effective_counts(model, MaskSet({"0.weight": m1})) == {"0.weight": 3}
+
+
+def test_effective_masks_of_removed_channels_through_a_flatten():
+    """conv 1->3 (2x2 kernels on 3x3 inputs: 2x2 maps), flatten to 12 features, linear 12->2.
+    Channel 1 pruned as a unit (its kernel all zero): the linear layer's 2 x 4 weights that read it
+    still count as kept in the mask but lie on no path; channel 0 keeps its kernel, but the 2 x 4
+    weights that read it are pruned, so its kernel is cut off too. Kept 8 + 16, effective 4 + 8."""
+    from pruneexp.pruning.masks import effective_counts
+
+    model = nn.Sequential(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+    conv = torch.ones(3, 1, 2, 2, dtype=torch.bool)
+    conv[1] = False
+    fc = torch.ones(2, 12, dtype=torch.bool)
+    fc[:, 0:4] = False
+    masks = MaskSet({"0.weight": conv, "3.weight": fc})
+    assert (int(conv.sum()), int(fc.sum())) == (8, 16)
+    assert effective_counts(model, masks) == {"0.weight": 4, "3.weight": 8}
+    # a residual or attention network is not a chain: no count rather than a wrong one
+    odd = nn.Sequential(nn.Conv2d(1, 5, 2), nn.Flatten(), nn.Linear(12, 2))
+    assert effective_counts(odd, MaskSet.dense(prunable_weights(odd))) is None
+
+
+def test_chains_are_read_from_the_traced_graph_not_from_shapes():
+    """A residual MLP's layers line up like a chain, but a hidden unit with no live input still
+    passes its skip connection on: no unit count and no effective count for it, rather than wrong
+    ones. Conv nets with pruneexp's channels-last MaxPool2d trace (it is kept whole as a leaf)."""
+    from pruneexp.models import create_model
+    from pruneexp.pruning.channels import following_batchnorm
+    from pruneexp.pruning.graph import traced_graph
+    from pruneexp.pruning.masks import effective_counts, live_units
+
+    residual = create_model("residual_mlp", (1, 8, 8), 10, widths=[16, 16])
+    dense = MaskSet.dense(prunable_weights(residual))
+    assert traced_graph(residual) is not None
+    assert live_units(residual, dense) == "" and effective_counts(residual, dense) is None
+    lenet5 = create_model("lenet5", (1, 28, 28), 10)
+    assert live_units(lenet5, MaskSet.dense(prunable_weights(lenet5))) == "1-6-16-120-84-10"
+    vgg = create_model("vgg11", (3, 32, 32), 10)
+    assert traced_graph(vgg) is not None and len(following_batchnorm(vgg)) == 8  # one BatchNorm after each conv

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from pruneexp.pruning.graph import traced_graph
 from pruneexp.pruning.masks import MaskSet, bias_name, owner_name
 
 BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -22,9 +23,9 @@ LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def following_batchnorm(model: nn.Module) -> dict[str, str]:
     """Module name of each Linear/Conv -> module name of the BatchNorm applied to its output."""
     modules = dict(model.named_modules())
-    try:
-        graph = fx.symbolic_trace(model).graph
-        pairs = {}
+    graph = traced_graph(model)
+    pairs = {}
+    if graph is not None:
         for node in graph.nodes:
             if node.op == "call_module" and isinstance(modules.get(node.target), BN):
                 src = node.args[0]
@@ -32,15 +33,14 @@ def following_batchnorm(model: nn.Module) -> dict[str, str]:
                     if len(src.users) == 1:  # the BatchNorm is the layer's only consumer
                         pairs[src.target] = node.target
         return pairs
-    except Exception:  # untraceable control flow: fall back to registration order
-        pairs = {}
-        leaves = [(n, m) for n, m in modules.items() if not list(m.children())]
-        for (prev, layer), (name, m) in zip(leaves, leaves[1:]):
-            if isinstance(m, BN) and isinstance(layer, LAYERS):
-                out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-                if out == m.num_features:
-                    pairs[prev] = name
-        return pairs
+    # untraceable control flow: fall back to registration order
+    leaves = [(n, m) for n, m in modules.items() if not list(m.children())]
+    for (prev, layer), (name, m) in zip(leaves, leaves[1:]):
+        if isinstance(m, BN) and isinstance(layer, LAYERS):
+            out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            if out == m.num_features:
+                pairs[prev] = name
+    return pairs
 
 
 def channel_footprint(model: nn.Module, weight_names: list[str]) -> dict[str, list[str]]:

@@ -225,33 +225,94 @@ class MaskApplier:
             torch._foreach_mul_(self.params, self.factors)
 
 
-def live_units(model: nn.Module, masks: MaskSet) -> str:
-    """The architecture left after training, counted the way `shrink` removes units: a hidden unit
-    (an output of one prunable layer, an input of the next) with no live input or no live output is
-    gone; repeated until nothing changes. For a chain of linear/conv layers (LeNet-300-100: "i-h1-h2-o",
-    inputs counted by live input features; LeNet-5: "in channels-c1-c2-f1-f2-out", a conv channel
-    feeding a linear layer through a flatten counted as one unit); '' for other shapes."""
+def _unit_chain(model: nn.Module, masks: MaskSet) -> tuple[list[Tensor], list[int]] | None:
+    """The masks' layers read as a chain of units: per layer its [out, in] connectivity (a conv's
+    kernel positions folded in) and how many of its input features each unit of the layer before
+    feeds (1, or H·W where a linear layer reads a conv's C channels flattened channel-major: NCHW
+    .flatten(1) gives C blocks of H·W features, so a channel is live to an output if any of its H·W
+    features is). None where the layers are not such a chain (residual nets, attention)."""
     params = dict(model.named_parameters())
     names = list(masks.weights)
     shapes = [params[n].shape for n in names]
-    if any(len(s) not in (2, 4) for s in shapes):
-        return ""
-    # per layer: a [out, in] connectivity (a conv's kernel positions folded in). A linear layer after
-    # a conv reads its C channels flattened channel-major (NCHW .flatten(1): C blocks of H·W features),
-    # so its inputs fold into C groups: a channel is live to an output if any of its H·W features is.
-    conn = []
+    if not names or any(len(s) not in (2, 4) for s in shapes):
+        return None
+    if not _traced_chain(model, names):
+        return None
+    conn, fold = [], []
     for i, n in enumerate(names):
         m, fan_in = masks[n], shapes[i][1]
         prev = shapes[i - 1][0] if i else fan_in
         if len(shapes[i]) == 2 and fan_in != prev:
             if i == 0 or len(shapes[i - 1]) != 4 or fan_in % prev:
-                return ""
+                return None
             conn.append(m.reshape(m.shape[0], prev, -1).any(-1))
+            fold.append(fan_in // prev)
         elif fan_in != prev:
-            return ""
+            return None
         else:
             conn.append(m.reshape(m.shape[0], fan_in, -1).any(-1))
-    alive = [conn[0].any(0)] + [torch.ones(s[0], dtype=torch.bool, device=conn[0].device) for s in shapes]
+            fold.append(1)
+    return conn, fold
+
+
+def _traced_chain(model: nn.Module, names: list[str]) -> bool:
+    """Whether the layers owning `names` form a chain on the model's traced graph (torch.fx): the
+    input reaches the first, each layer's output reaches only the next, and the last's reaches the
+    output, through nodes that take one tensor (activations, pooling, flatten, norms, dropout; a
+    size or shape query beside it does not count). Shapes that line up are not enough: a residual
+    MLP's hidden layers line up, but a unit with no live input still carries its skip connection.
+    False where the model does not trace."""
+    from torch import fx
+
+    from pruneexp.pruning.graph import traced_graph
+
+    graph = traced_graph(model)
+    if graph is None:  # a model fx cannot trace is not known to be a chain
+        return False
+
+    def shape_only(node: fx.Node) -> bool:  # x.size(0), x.shape and arithmetic on them: no tensor data
+        if node.op == "call_method" and node.target in ("size", "dim"):
+            return True
+        if node.op == "call_function" and node.target is getattr:
+            return node.args[1] in ("shape", "ndim")
+        data = node.all_input_nodes
+        return node.op in ("call_function", "call_method") and bool(data) and all(shape_only(a) for a in data)
+
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        return False
+    layers = [owner_name(n) for n in names]
+    node = inputs[0]
+    for target in [*layers, None]:
+        while True:
+            users = [u for u in node.users if not shape_only(u)]
+            if len(users) != 1:
+                return False
+            node = users[0]
+            if sum(1 for a in node.all_input_nodes if not shape_only(a)) > 1:
+                return False  # a second tensor joins: a skip connection, a concatenation, a parameter
+            if node.op == "output":
+                return target is None
+            if node.op == "call_module" and node.target in layers:
+                if node.target != target:
+                    return False
+                break
+    return False  # not reached: the walk ends at the output node
+
+
+def alive_units(model: nn.Module, masks: MaskSet) -> list[Tensor] | None:
+    """Which units of the chain survive, as `shrink` removes them: [inputs, layer 1's outputs, ...,
+    the last layer's outputs] as bool vectors. A hidden unit (an output of one prunable layer, an
+    input of the next) with no live input from a live unit or no live output to a live unit is gone,
+    repeated until nothing changes; an input feature is live if it reaches a live unit; the last
+    layer's outputs always are. None where the layers are not a chain (see _unit_chain)."""
+    chain = _unit_chain(model, masks)
+    return None if chain is None else _alive(chain[0])
+
+
+def _alive(conn: list[Tensor]) -> list[Tensor]:
+    """alive_units' fixpoint over the chain's [out, in] connectivities."""
+    alive = [conn[0].any(0)] + [torch.ones(c.shape[0], dtype=torch.bool, device=conn[0].device) for c in conn]
     while True:
         changed = False
         for i in range(1, len(alive) - 1):  # hidden units: live input from a live unit, live output to a live unit
@@ -263,4 +324,54 @@ def live_units(model: nn.Module, masks: MaskSet) -> str:
         if not torch.equal(inputs, alive[0]):
             alive[0], changed = inputs, True
         if not changed:
-            return "-".join(str(int(a.sum())) for a in alive)
+            return alive
+
+
+def live_units(model: nn.Module, masks: MaskSet) -> str:
+    """The architecture left after training, counted the way `shrink` removes units (alive_units):
+    for a chain of linear/conv layers (LeNet-300-100: "i-h1-h2-o", inputs counted by live input
+    features; LeNet-5: "in channels-c1-c2-f1-f2-out", a conv channel feeding a linear layer through
+    a flatten counted as one unit); '' for other shapes."""
+    alive = alive_units(model, masks)
+    return "" if alive is None else "-".join(str(int(a.sum())) for a in alive)
+
+
+def effective_masks(model: nn.Module, masks: MaskSet) -> MaskSet | None:
+    """The masks without the weights that lie on no input-to-output path: a kept weight w_ji counts
+    only if both its input unit i and its output unit j are alive (alive_units), i.e.
+    M_eff[j, i] = M[j, i] ∧ alive_in[i] ∧ alive_out[j] (a conv's kernel positions and a flattened
+    channel's H·W features share their channel's liveness). The "effective sparsity" of Vysogorets
+    & Kempe, "Connectivity Matters: Neural Network Pruning Through the Lens of Effective Sparsity"
+    (JMLR 2023): removing units leaves the next layer's columns that read them in the mask, so the
+    direct count understates structured sparsity, and at extreme unstructured sparsity whole units
+    disconnect. None where the layers are not a chain."""
+    chain = _unit_chain(model, masks)
+    if chain is None:
+        return None
+    alive, fold = _alive(chain[0]), chain[1]
+    out = {}
+    for i, name in enumerate(masks.weights):
+        m = masks[name]
+        rows = alive[i + 1].view(-1, *([1] * (m.dim() - 1)))
+        cols = alive[i].repeat_interleave(fold[i]).view(1, -1, *([1] * (m.dim() - 2)))
+        out[name] = m & rows & cols
+    return MaskSet(out, list(masks.weights))
+
+
+def with_dense_rest(model: nn.Module, masks: MaskSet, layer_types: Iterable[str] = ("linear", "conv")) -> MaskSet:
+    """`masks` over every layer of `layer_types`, the layers it leaves unmasked (`prune.exclude`,
+    e.g. an unpruned classifier) counted whole: the chain that alive_units and effective_masks read."""
+    every = layer_weights(model, layer_types)
+    return MaskSet({n: masks[n] if n in masks.weights else torch.ones_like(p, dtype=torch.bool) for n, p in every.items()})
+
+
+def effective_counts(model: nn.Module, masks: MaskSet, layer_types: Iterable[str] = ("linear", "conv")) -> dict[str, int] | None:
+    """Per prunable weight of `masks`, how many kept entries lie on an input-to-output path
+    (effective_masks over the whole chain of `layer_types` layers, unpruned ones counted whole);
+    None where the layers are not a chain or `masks` prunes a layer outside it."""
+    full = with_dense_rest(model, masks, layer_types)
+    if any(w not in full.masks for w in masks.weights):
+        return None
+    eff = effective_masks(model, full)
+    return None if eff is None else {w: int(eff[w].sum()) for w in masks.weights}
+

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from pruneexp.data import DataSplits
 from pruneexp.models import load_weights, model_from_config
-from pruneexp.pruning.masks import MaskSet, live_units, output_layer, prunable_weights
+from pruneexp.pruning.masks import MaskSet, live_units, output_layer, prunable_weights, with_dense_rest
 from pruneexp.pruning.step import prune_step
 from pruneexp.train import TrainResult, epoch_order, train
 from pruneexp.train.checkpoint import Checkpoint, checkpoint_name
@@ -95,9 +95,7 @@ class RunContext:
     def live_units(self, model: nn.Module, masks: MaskSet) -> str:
         """`live_units` (the architecture `shrink` leaves) over every layer of the prunable types,
         those `prune.exclude` leaves dense counted whole (e.g. an unpruned classifier)."""
-        every = prunable_weights(model, self.cfg.prune.layer_types, [])
-        full = {n: masks[n] if n in masks.weights else torch.ones_like(p, dtype=torch.bool) for n, p in every.items()}
-        return live_units(model, MaskSet(full))
+        return live_units(model, with_dense_rest(model, masks, self.cfg.prune.layer_types))
 
     # ---- training ----------------------------------------------------------------------------
     def train_cfg(self, overrides: Any = None) -> Any:
