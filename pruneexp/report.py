@@ -18,7 +18,6 @@ and the report says which. A Hydra multirun folder leads to its runs through the
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +30,18 @@ from pruneexp import plots
 from pruneexp.config import NON_RESULT_KEYS, comparable_view
 from pruneexp.errors import PruneexpError
 from pruneexp.results.store import write_csv, write_text
+from pruneexp.results.table import missing
 
 # what is averaged over seeds, per (setup, level)
-METRICS = ("remaining", "test_acc", "test_acc_at_best", "val_acc", "best_val_acc", "best_step",
+METRICS = ("remaining", "effective_remaining", "test_acc", "test_acc_at_best", "val_acc", "best_val_acc", "best_step",
            "test_loss", "test_ppl", "val_ppl", "test_gap", "entropy_floor")  # the last ones: language models only
 IGNORED = set(NON_RESULT_KEYS) | {"seed"}
 JOB_LINK = "pruneexp_run.json"  # written by each job of a Hydra multirun into its job folder
 # trackers' folders under results/: MLflow's artifact copies of run files are not runs
 TRACKER_DIRS = {"mlartifacts", "mlruns", "wandb", "tensorboard"}
 PICTURES = ("auto", "sweep", "levels")
+# the header of the effective weights-remaining column (markdown, console)
+EFFECTIVE = {False: "effective remaining %", True: "eff. %"}
 # text a schedule records per level (e.g. dst's live architecture): the distinct values over seeds, joined
 TEXT = ("live_units",)
 
@@ -160,6 +162,8 @@ def load_levels(runs: list[Path]) -> tuple[pd.DataFrame, list[str]]:
         config = flatten(comparable_view(yaml.safe_load((run / "config.yaml").read_text())))
         levels = pd.read_csv(run / "levels.csv")
         levels["remaining"] = 1.0 - levels["sparsity"]
+        if "effective_sparsity" in levels:  # runs written before it have none: their column stays empty
+            levels["effective_remaining"] = 1.0 - levels["effective_sparsity"]
         if "best_step" in levels:  # runs written before NaN meant "no validation split, no early stop" hold -1
             levels["best_step"] = levels["best_step"].where(levels["best_step"] >= 0)
         # a levels.csv column that is also a config key (sparsity: reached vs target) keeps its value as <name>_level
@@ -187,11 +191,7 @@ def setup_label(row: pd.Series | dict[str, Any], keys: list[str], default: str) 
     """'key=value, ...' of the keys that define a setup and that this row's run has (a key of
     another method, e.g. `regularizer.strength` on a run without a regularizer, is left out rather
     than shown as nan); `default` when there are none."""
-    return ", ".join(f"{short_key(k)}={row[k]}" for k in keys if not _missing(row[k])) or default
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return ", ".join(f"{short_key(k)}={row[k]}" for k in keys if not missing(row[k])) or default
 
 
 def _sort_value(value: Any) -> tuple[int, Any]:
@@ -246,12 +246,15 @@ def _columns(setup_keys: list[str], compact: bool) -> list[tuple[str, Any]]:
     else:
         setup = [("setup", lambda r: str(r["setup"]))]
 
-    def remaining(r: pd.Series) -> str:  # the same in every seed (masks hit their target): no ± 0.00
-        text = mean_pm(r, "remaining", digits=2, sep=sep)
-        return text.split(sep)[0] if not r.get("remaining_std") else text
+    def fraction(metric: str) -> Any:
+        def cell(r: pd.Series) -> str:  # the same in every seed (masks hit their target): no ± 0.00
+            text = mean_pm(r, metric, digits=2, sep=sep)
+            return text.split(sep)[0] if not r.get(f"{metric}_std") else text
+        return cell
 
     return [*setup, ("level", _level),
-            ("remaining %" if compact else "weights remaining %", remaining),
+            ("remaining %" if compact else "weights remaining %", fraction("remaining")),
+            (EFFECTIVE[compact], fraction("effective_remaining")),
             ("test acc %", lambda r: mean_pm(r, "test_acc", sep=sep)),
             ("at ES %" if compact else "test acc at early stop %", lambda r: mean_pm(r, "test_acc_at_best", sep=sep)),
             ("ES it" if compact else "early-stop iteration", lambda r: mean_pm(r, "best_step", 1.0, 0, sep=sep)),
@@ -265,9 +268,13 @@ def table_cells(table: pd.DataFrame, setup_keys: list[str] | None = None, compac
     columns = _columns(list(setup_keys or []), compact)
     cells = [[fn(r) for _, fn in columns] for _, r in table.iterrows()]
     keep, notes = [], []
+    heads = [h for h, _ in columns]
+    rem, eff = heads.index("remaining %" if compact else "weights remaining %"), heads.index(EFFECTIVE[compact])
     for j, (header, _) in enumerate(columns):
         values = {row[j] for row in cells}
         if values <= {""}:
+            continue
+        if j == eff and all(row[eff] in ("", row[rem]) for row in cells):  # no weight cut off from every path
             continue
         if drop_constant and len(values) == 1 and len(cells) > 1 and header not in ("level", "test acc %"):
             notes.append(f"{header}: {values.pop()}")
@@ -311,7 +318,7 @@ def rich_table(table: pd.DataFrame, title: str, setup_keys: list[str] | None = N
         return sum(widths) + 3 * len(head) + 1
 
     dropped = []
-    for col in ("ES it", "at ES %", "seeds"):
+    for col in ("ES it", "at ES %", EFFECTIVE[True], "seeds"):
         if needed(head, cells) <= width or col not in head:
             continue
         j = head.index(col)
@@ -321,6 +328,8 @@ def rich_table(table: pd.DataFrame, title: str, setup_keys: list[str] | None = N
         notes.append(f"not shown at this width: {', '.join(dropped)} (see table.md)")
     if "ES it" in head or "at ES %" in head:
         notes.append("ES: early stop (best validation accuracy); at ES %: test accuracy there")
+    if EFFECTIVE[True] in head:
+        notes.append(f"{EFFECTIVE[True]}: weights remaining on an input-to-output path")
     out = Table(title=title, caption="; ".join(notes) or None, padding=(0, 1))
     for j, col in enumerate(head):  # setup values fold (past 14 characters); level names and numbers stay whole
         setup = col in setup_cols

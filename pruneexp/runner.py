@@ -24,6 +24,7 @@ from pruneexp.loggers import check_installed, open_loggers, selected
 from pruneexp.measure import count_layer_flops, effective_flops
 from pruneexp.measure.latency import join_latency
 from pruneexp.measure.levels import LevelTimer
+from pruneexp.pruning.masks import effective_counts
 from pruneexp.results import RunStore, run_hash
 from pruneexp.results.hashing import drop_keys
 from pruneexp.results.store import write_csv
@@ -173,16 +174,21 @@ def ticket_files(cfg: DictConfig, shared: list[SharedFiles] | None = None) -> Fi
     return FileStore(load=files.load, save=files.save)
 
 
-def level_row(level: Level, flops: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def level_row(level: Level, flops: Any, layer_types: Any = ("linear", "conv")) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The levels.csv row of a level and its layers.csv rows (exact counts, no wall times, so the
-    same seed gives the same file)."""
+    same seed gives the same file). `effective_sparsity` (and each layer's `effective_nonzero`)
+    counts only the kept weights on an input-to-output path (effective_counts; Vysogorets & Kempe
+    2023); empty where the network is not a chain of layers."""
     rep = level.masks.report(level.model)
     eff = effective_flops(flops, level.masks)
+    live = effective_counts(level.model, level.masks, layer_types)
     row = dict(level=level.level, name=level.name, sparsity=rep.sparsity, sparsity_all=rep.sparsity_all,
+               effective_sparsity=None if live is None else 1 - sum(live.values()) / rep.prunable,
                prunable_params=rep.prunable, nonzero_prunable=rep.prunable_nonzero, total_params=rep.total,
                nonzero_params=rep.total_nonzero, dense_flops=flops.total, effective_flops=eff,
                flop_ratio=eff / flops.total, **level.metrics)
-    layers = [dict(level=level.level, layer=name, numel=numel, nonzero=kept, sparsity=1 - kept / numel)
+    layers = [dict(level=level.level, layer=name, numel=numel, nonzero=kept, sparsity=1 - kept / numel,
+                   effective_nonzero=None if live is None else live[name])
               for name, (numel, kept) in rep.layers.items()]
     return row, layers
 
@@ -317,7 +323,7 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
                 files.release()
             if flops is None:
                 flops = count_layer_flops(level.model, data.input_shape, list(level.masks.weights))
-            row, layer_rows = level_row(level, flops)
+            row, layer_rows = level_row(level, flops, cfg.prune.layer_types)
             rows.append(row)
             layers.extend(layer_rows)
             reached.add(level.level)

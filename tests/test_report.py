@@ -133,3 +133,35 @@ def test_runs_written_before_a_key_existed_join_the_setup_of_runs_that_have_it(t
     table = aggregate(levels, keys).set_index("train.optimizer_impl")
     assert table.loc["foreach", "seeds"] == 2 and table.loc["foreach", "test_acc_mean"] == pytest.approx(0.905)
     assert table.loc["fused", "seeds"] == 1
+
+
+def test_effective_remaining_column_shows_only_where_it_differs(tmp_path):
+    """table.md gains an `effective remaining %` column (levels.csv's effective_sparsity: weights on
+    an input-to-output path) only where some level's differs from its weights remaining; runs
+    written before the column existed leave it empty, never 0."""
+    import json
+
+    import yaml
+
+    from pruneexp.report import aggregate, load_levels, markdown
+
+    def runs(rows_by_seed):
+        out = []
+        for seed, rows in rows_by_seed.items():
+            run_dir = tmp_path / f"{len(list(tmp_path.iterdir()))}"
+            run_dir.mkdir()
+            (run_dir / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "experiment": "x"}))
+            (run_dir / "summary.json").write_text(json.dumps({"status": "complete"}))
+            pd.DataFrame(rows).to_csv(run_dir / "levels.csv", index=False)
+            out.append(run_dir)
+        levels, keys = load_levels(out)
+        return markdown(aggregate(levels, keys), keys)
+
+    same = runs({0: [{"level": 0, "name": "dense", "sparsity": 0.0, "effective_sparsity": 0.0, "test_acc": 0.9},
+                     {"level": 1, "name": "pruned", "sparsity": 0.5, "effective_sparsity": 0.5, "test_acc": 0.8}]})
+    assert "effective" not in same and "| 1 pruned | 50.00 |" in same
+    cut = runs({0: [{"level": 1, "name": "pruned", "sparsity": 0.5, "effective_sparsity": 0.75, "test_acc": 0.8}],
+                1: [{"level": 1, "name": "pruned", "sparsity": 0.5, "effective_sparsity": 0.85, "test_acc": 0.8}]})
+    assert "| weights remaining % | effective remaining % |" in cut and "| 50.00 | 20.00 ± 7.07 |" in cut
+    old = runs({0: [{"level": 1, "name": "pruned", "sparsity": 0.5, "test_acc": 0.8}]})
+    assert "effective" not in old

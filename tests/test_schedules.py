@@ -73,6 +73,19 @@ def test_channel_imp_run_removes_the_rate_of_the_remaining_units(make_cfg):
         # channel masks cover whole rows, so the live units are the kept weights over the fan-in
         alive = [int(n) // fan_in[name] for n in layers[layers["layer"] == name].sort_values("level")["nonzero"]]
         assert all(alive[k] == alive[k - 1] - round(0.5 * alive[k - 1]) for k in (1, 2, 3)), (name, alive)
+    # effective counts (Vysogorets & Kempe 2023): a removed unit's row is masked, but the next layer's
+    # column that reads it is not; only rows of live units over live inputs lie on a path
+    rows = {n: layers[layers["layer"] == n].sort_values("level").reset_index(drop=True) for n in fan_in}
+    h1 = rows["layers.1.weight"]["nonzero"] // fan_in["layers.1.weight"]
+    h2 = rows["layers.3.weight"]["nonzero"] // fan_in["layers.3.weight"]
+    assert (rows["layers.1.weight"]["effective_nonzero"] == rows["layers.1.weight"]["nonzero"]).all()
+    assert (rows["layers.3.weight"]["effective_nonzero"] == h2 * h1).all()
+    assert (rows["layers.5.weight"]["effective_nonzero"] == 10 * h2).all()
+    levels = pd.read_csv(out.directory / "levels.csv").sort_values("level").reset_index(drop=True)
+    total = sum(int(r["numel"].iloc[0]) for r in rows.values())
+    effective = sum(r["effective_nonzero"] for r in rows.values())
+    assert levels["effective_sparsity"].tolist() == pytest.approx((1 - effective / total).tolist())
+    assert (levels["effective_sparsity"][1:] > levels["sparsity"][1:]).all() and levels["effective_sparsity"][0] == 0
 
 
 def test_cubic_schedule_values():

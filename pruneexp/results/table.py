@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.console import Console
@@ -11,6 +12,7 @@ COLUMNS = (
     ("level", "level", "{}"),
     ("name", "name", "{}"),
     ("sparsity", "sparsity", "{:.4f}"),
+    ("effective_sparsity", "effective sparsity", "{:.4f}"),  # weights on no input-to-output path counted as pruned too
     ("nonzero_params", "nonzero", "{:,}"),
     ("flop_ratio", "FLOPs kept", "{:.4f}"),
     ("val_acc", "val acc", "{:.4f}"),
@@ -30,13 +32,22 @@ LATENCY_COLUMNS = (
 )
 
 
+def missing(value: Any) -> bool:
+    """Whether a record's cell holds no value (None, or NaN as pandas reads an empty CSV cell)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def level_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """levels.csv rows as a rich table."""
-    table = Table(title=title)
-    for _, header, _ in COLUMNS:
-        table.add_column(header, justify="right")
-    for row in rows:
-        table.add_row(*(fmt.format(row[key]) if key in row else "" for key, _, fmt in COLUMNS))
+    """levels.csv rows as a rich table; the effective sparsity only where some level's differs from
+    its sparsity (units removed, or weights cut off from every path), so that it fits 80 columns."""
+    columns = [c for c in COLUMNS if c[0] != "effective_sparsity" or any(
+        not missing(r.get("effective_sparsity")) and f"{r['effective_sparsity']:.4f}" != f"{r['sparsity']:.4f}" for r in rows)]
+    cells = [["" if missing(row.get(key)) else fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
+    table = Table(title=title, show_edge=False)
+    for j, (_, header, _) in enumerate(columns):  # headers wrap at their spaces; values stay whole
+        table.add_column(header, justify="right", width=max([len(w) for w in header.split()] + [len(r[j]) for r in cells]))
+    for row in cells:
+        table.add_row(*row)
     return table
 
 
