@@ -236,8 +236,6 @@ def _unit_chain(model: nn.Module, masks: MaskSet) -> tuple[list[Tensor], list[in
     shapes = [params[n].shape for n in names]
     if not names or any(len(s) not in (2, 4) for s in shapes):
         return None
-    if not _traced_chain(model, names):
-        return None
     conn, fold = [], []
     for i, n in enumerate(names):
         m, fan_in = masks[n], shapes[i][1]
@@ -252,7 +250,8 @@ def _unit_chain(model: nn.Module, masks: MaskSet) -> tuple[list[Tensor], list[in
         else:
             conn.append(m.reshape(m.shape[0], fan_in, -1).any(-1))
             fold.append(1)
-    return conn, fold
+    # shapes that line up are necessary, not enough (a residual MLP's do): the graph decides, traced last as it costs most
+    return (conn, fold) if _traced_chain(model, names) else None
 
 
 def _traced_chain(model: nn.Module, names: list[str]) -> bool:
