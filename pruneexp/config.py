@@ -8,6 +8,7 @@ work). Names (dataset, model, criterion, schedule) and ranges are checked by `va
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -41,6 +42,13 @@ class DatasetConfig:
     order: int = 2  # markov: the next symbol depends on the last `order` symbols
     concentration: float = 0.3  # markov: Dirichlet concentration of each transition row (lower = lower entropy)
     chain_seed: int = 0  # markov: the chain itself (the sequences drawn from it use split_seed)
+    # tokens (text in a model's own tokens): calibration windows, the record field of JSON/parquet
+    # text, and the tokenizer (by default the model's: model.path / model.gguf_file)
+    nsamples: int = 128
+    eval_windows: int = 0  # at most this many validation and test windows (0: every window of the text)
+    text_field: str = "text"
+    tokenizer: str = "${oc.select:model.path,''}"
+    tokenizer_gguf: str = "${oc.select:model.gguf_file,''}"
 
 
 @dataclass
@@ -233,7 +241,7 @@ class Config:
 
 # Keys that do not change what a run computes; the run hash leaves them out.
 NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
-                   "dataset.download", "schedule.only_levels", "logger", "hardware.checkpoint_every")
+                   "dataset.download", "schedule.only_levels", "logger", "hardware.checkpoint_every", "schedule.offload")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
 
@@ -261,7 +269,10 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
                                 "train.optimizer_impl": "foreach", "train.batch_order": "shuffle", "prune.biases": False,
                                 "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None,
                                 "dataset.block_size": 64, "dataset.path": "", "dataset.vocab_size": 16, "dataset.order": 2,
-                                "dataset.concentration": 0.3, "dataset.chain_seed": 0, "regularizer.ema": 0.0,
+                                "dataset.concentration": 0.3, "dataset.chain_seed": 0,
+                                "dataset.nsamples": 128, "dataset.text_field": "text", "dataset.tokenizer": "",
+                                "dataset.tokenizer_gguf": "", "model.gguf_file": "", "model.dtype": "float32",
+                                "criterion.precision": "float64", "dataset.eval_windows": 0, "regularizer.ema": 0.0,
                                 "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense", "model.conv_relu": False}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
@@ -330,7 +341,37 @@ def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
     out = _implied(resolved, "dropped")
     if isinstance(out.get("model"), dict) and out["model"].get("init_from"):  # the weights' identity, not their path
         out["model"] = {**out["model"], "init_from": "sha256:" + file_sha256(out["model"]["init_from"])}
+    model, data = out.get("model"), out.get("dataset")
+    if isinstance(model, dict) and model.get("name") == "hf" and model.get("path"):  # a local model: its files, not its path
+        source = (model["path"], model.get("gguf_file", ""))
+        if isinstance(data, dict) and (data.get("tokenizer", ""), data.get("tokenizer_gguf", "")) == source:
+            data = out["dataset"] = {k: v for k, v in data.items() if k not in ("tokenizer", "tokenizer_gguf")}  # the model's own
+        out["model"] = {**model, "path": "sha256:" + model_files_sha256(*source)}
+        out["model"].pop("gguf_file", None)
+    if isinstance(data, dict) and data.get("tokenizer"):
+        out["dataset"] = {**data, "tokenizer": "sha256:" + model_files_sha256(data["tokenizer"], data.get("tokenizer_gguf", ""))}
+        out["dataset"].pop("tokenizer_gguf", None)
     return out
+
+
+def model_files_sha256(path: str, gguf_file: str = "") -> str:
+    """The identity of a local model: the sha256 of its GGUF file, or of the (name, sha256) list of
+    every file in its directory; cached per (path, size, mtime) within a process."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(path).expanduser()
+    files = [root / gguf_file] if gguf_file else sorted(f for f in root.rglob("*") if f.is_file())
+    if not files or not all(f.is_file() for f in files):
+        raise PruneexpError(f"model.path={path}: no model files to identify the run by (a directory with config.json, or "
+                            f"the GGUF file {gguf_file!r} in it).")
+    listing = "\n".join(f"{f.relative_to(root)}:{_file_digest(str(f), f.stat().st_size, f.stat().st_mtime_ns)}" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
 
 
 def file_sha256(path: str) -> str:

@@ -89,6 +89,22 @@ def typed_config(cfg: Any) -> Any:
     return cfg
 
 
+def check_tokens(cfg: Any) -> None:
+    """A pretrained language model reads its own tokens: model=hf only with dataset=tokens (the
+    ids of any other dataset mean other words to it), and post-training calibration reads every one
+    of dataset.nsamples windows (the number levels.csv records)."""
+    if cfg.model.name == "hf" and cfg.dataset.name != "tokens":
+        raise PruneexpError(f"model=hf reads token ids of its own tokenizer, and dataset={cfg.dataset.name} gives other ids "
+                            "(dataset=text: character ids). Use dataset=tokens (dataset.path=<local text>, or none for the "
+                            "pydoc help topics), which tokenizes with the model's tokenizer.")
+    if cfg.dataset.name == "tokens" and cfg.schedule.name == "posttrain":
+        reads = cfg.criterion.batches * cfg.criterion.batch_size
+        if reads < cfg.dataset.nsamples:
+            raise PruneexpError(f"criterion.batches x criterion.batch_size = {reads} calibration sequences read only part of the "
+                                f"dataset.nsamples = {cfg.dataset.nsamples} windows; set criterion.batches = "
+                                f"{-(-cfg.dataset.nsamples // cfg.criterion.batch_size)} (or lower dataset.nsamples).")
+
+
 def validate(cfg: Any) -> None:
     """Raise a PruneexpError naming the first thing wrong with `cfg` (typed by `typed_config`)."""
     DATASETS.get(cfg.dataset.name)
@@ -131,6 +147,7 @@ def validate(cfg: Any) -> None:
                                 f"(it scores a weight from its layer's inputs or gradients); use one of: {', '.join(BIAS_CRITERIA)}.")
     if cfg.criterion.batches < 1 or cfg.criterion.batch_size < 1:
         raise PruneexpError("criterion.batches and criterion.batch_size must be at least 1.")
+    check_tokens(cfg)
     t = cfg.train
     if t.optimizer not in OPTIMIZERS:
         raise PruneexpError(f"Unknown train.optimizer '{t.optimizer}'; known: {', '.join(OPTIMIZERS)}.")

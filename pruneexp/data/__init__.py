@@ -12,6 +12,7 @@ from pruneexp.data.augment import CropFlip, crop_flip, random_crop_flip
 from pruneexp.data.core import DATASETS, DataSplits, RawData, load_data, normalize_stats
 from pruneexp.data import sources as _sources  # noqa: F401  (registers the datasets)
 from pruneexp.data import language as _language  # noqa: F401  (registers markov and text)
+from pruneexp.data import tokens as _tokens  # noqa: F401  (registers tokens: text in a model's own tokenizer)
 from pruneexp.data.sources import mnist1d_cache_file
 
 __all__ = [

@@ -34,6 +34,8 @@ class RawData:
     val_x: Optional[Tensor] = None  # a validation split of the loader's own (text: by position); None: held out at random
     val_y: Optional[Tensor] = None
     floor: Optional[float] = None  # the best loss any model can reach (markov: the exact entropy per token, nats)
+    meta: dict = dataclasses.field(default_factory=dict)  # recorded beside every level's metrics (tokens: nsamples, seqlen, text hash)
+    source: str = ""  # how the loader read its data, said once to the user
 
 
 @dataclass
@@ -57,6 +59,7 @@ class DataSplits:
     augment: Optional[Callable[[Tensor, torch.Generator], Tensor]] = None
     task: str = "classification"  # pruneexp.train.task.TASKS: the loss and metrics these targets take
     floor: Optional[float] = None  # the lowest loss reachable (markov's entropy per token), for the gap in levels.csv
+    meta: dict = dataclasses.field(default_factory=dict)  # the loader's protocol, recorded in every levels.csv row
 
 
 def _split_generator(seed: int) -> torch.Generator:
@@ -163,4 +166,5 @@ def load_data(cfg: Any, device: str | torch.device) -> DataSplits:
         augment=augment,
         task=raw.task,
         floor=raw.floor,
+        meta=dict(raw.meta),
     )

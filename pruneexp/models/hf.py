@@ -1,30 +1,42 @@
-"""Any Hugging Face causal language model from a local directory (`model.path`, read with
-`local_files_only=True`: never downloaded), so a user with GPT-2 or a small LLaMA on disk runs the
-same command as with `model=gpt`. Needs the optional extra: `pip install -e '.[hf]'`.
+"""Any Hugging Face causal language model from local files (`model.path`, read with
+`local_files_only=True`: never downloaded), so a user with GPT-2, OPT, LLaMA, Mistral or Qwen on
+disk runs the same command as with `model=gpt`. Needs the optional extra: `pip install -e '.[hf]'`.
+
+- `model.path`: a directory holding config.json and the weights (save_pretrained's output), or,
+  with `model.gguf_file`, the directory holding that GGUF file (transformers dequantizes it on load:
+  needs the `gguf` package). `scripts/fetch_smollm2.py` brings SmolLM2-135M into the cache.
+- `model.dtype`: float32 | bfloat16 | float16, the dtype the weights are held and run in.
 
 The wrapper maps token ids (batch, T) to logits (batch, T, vocab) and exposes `vocab_size`. Its
-prunable weights are the model's nn.Linear projections (LLaMA, Mistral, Qwen, OPT, ...), found by
-parameter like any other model's; a tied LM head is the embedding's weight and is not pruned, an
-untied `lm_head` is (exclude it with prune.exclude=[model.lm_head], as Wanda and SparseGPT do).
-GPT-2's `Conv1D` projections (weights stored [in, out]) are not a prunable layer type. Use it with
-schedule=posttrain schedule.train_dense=false to prune the weights as loaded.
+prunable weights are the model's linear projections. GPT-2's `Conv1D` (y = x W + b with W stored
+[in, out]) is replaced on load by the `nn.Linear` that computes the same product (weight W^T,
+[out, in]), so every criterion, the selector's row scope, N:M along the input dimension, the
+Wanda/SparseGPT statistics, shrink and FLOPs treat it as the Linear it is; names are unchanged.
+A tied LM head is the embedding's weight and is not pruned; an untied `lm_head` is (exclude it with
+prune.exclude=[model.lm_head], as Wanda and SparseGPT do). Use it with schedule=posttrain
+schedule.train_dense=false to prune the weights as loaded, and with dataset=tokens, which reads
+text in the model's own tokenizer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
+import torch
 from torch import Tensor, nn
 
 from pruneexp.config import ModelConfig
 from pruneexp.errors import PruneexpError
+from pruneexp.hf_local import model_directory, transformers_module
 from pruneexp.models.base import MODELS
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
 class HfConfig(ModelConfig):
-    path: str = ""  # a local directory holding config.json and the weights (save_pretrained's output)
+    path: str = ""  # a local directory holding config.json and the weights (save_pretrained's output), or a GGUF file's folder
+    gguf_file: str = ""  # a GGUF file's name inside `path` (dequantized on load); "" reads save_pretrained's files
+    dtype: str = "float32"  # float32 | bfloat16 | float16: the weights' dtype
 
 
 class HfCausalLM(nn.Module):
@@ -37,20 +49,45 @@ class HfCausalLM(nn.Module):
         return self.model(input_ids=idx.long(), use_cache=False).logits
 
 
+def linear_from_conv1d(conv: nn.Module) -> nn.Linear:
+    """The nn.Linear computing transformers' Conv1D exactly: Conv1D is y = x W + b with W [in, out],
+    so the Linear's weight is W^T [out, in] (a copy, contiguous) and its bias b."""
+    weight = conv.weight.detach()
+    layer = nn.Linear(weight.shape[0], weight.shape[1], bias=conv.bias is not None, device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight.T)
+        if conv.bias is not None:
+            layer.bias.copy_(conv.bias.detach())
+    return layer
+
+
+def conv1d_as_linear(model: nn.Module) -> int:
+    """Replace every transformers `Conv1D` of `model` by its `linear_from_conv1d` twin, in place;
+    the number replaced."""
+    from transformers.pytorch_utils import Conv1D
+
+    swaps = [(name, module) for name, module in model.named_modules() if isinstance(module, Conv1D)]
+    for name, module in swaps:
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, linear_from_conv1d(module))
+    return len(swaps)
+
+
 @MODELS.register("hf", config=HfConfig)
-def hf(input_shape: tuple[int, ...], num_classes: int, path: str = "") -> HfCausalLM:
+def hf(input_shape: tuple[int, ...], num_classes: int, path: str = "", gguf_file: str = "", dtype: str = "float32") -> HfCausalLM:
     """A Hugging Face causal LM read from the local directory `path` (transformers'
-    AutoModelForCausalLM, local_files_only=True), for sequences of token ids of input_shape (T,)."""
-    try:
-        from transformers import AutoModelForCausalLM
-    except ImportError as err:
-        raise PruneexpError("model=hf needs the transformers package: pip install -e '.[hf]'.") from err
-    if not path or not (Path(path).expanduser() / "config.json").is_file():
-        raise PruneexpError(f"model.path={path!r} is not a local model directory (one with config.json); "
-                            "model=hf never downloads: save the model there first (save_pretrained).")
+    AutoModelForCausalLM, local_files_only=True; a GGUF file in it dequantized), in `dtype`, for
+    sequences of token ids of input_shape (T,); GPT-2's Conv1D layers become nn.Linear."""
+    transformers = transformers_module()
+    if dtype not in DTYPES:
+        raise PruneexpError(f"model.dtype={dtype!r} is not one of {', '.join(DTYPES)}.")
+    root = model_directory(path, gguf_file)
     if len(input_shape) != 1:
         raise PruneexpError(f"Model 'hf' takes sequences of token ids, input shape (T,), not {tuple(input_shape)}.")
-    model = HfCausalLM(AutoModelForCausalLM.from_pretrained(str(Path(path).expanduser()), local_files_only=True))
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    inner = transformers.AutoModelForCausalLM.from_pretrained(str(root), local_files_only=True, dtype=DTYPES[dtype], **extra)
+    conv1d_as_linear(inner)
+    model = HfCausalLM(inner)
     if num_classes > model.vocab_size:
         raise PruneexpError(f"the dataset has {num_classes} tokens but the model at {path} only {model.vocab_size}.")
     return model

@@ -167,7 +167,7 @@ class MaskSet:
         """Zero every masked-out entry of the model's parameters, in place."""
         params = dict(model.named_parameters())
         for name, mask in self.masks.items():
-            params[name].mul_(mask)
+            params[name].mul_(mask.to(params[name].device))  # a no-op move unless the layer was offloaded
 
     def binder(self, model: nn.Module, skip_dense: bool = True) -> "MaskApplier":
         """A fast re-applier for the training loop's hot path (one fused multiply per step).

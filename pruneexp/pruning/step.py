@@ -27,13 +27,15 @@ Batches = Callable[[], Iterator[tuple[Tensor, Tensor]]]
 
 def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: MaskSet, sparsity: float, *,
                criterion: Any, prune: Any, batches: Batches, loss_fn: Callable[[Tensor, Tensor], Tensor],
-               seed: int = 0, frozen: tuple[str, ...] = (), layer_sparsity: Mapping[str, float] | None = None) -> MaskSet:
+               seed: int = 0, frozen: tuple[str, ...] = (), layer_sparsity: Mapping[str, float] | None = None,
+               forward: Callable[[Any], Any] | None = None) -> MaskSet:
     """Score the prunable `params` of `model` with the criterion of the `criterion` config node,
     select to `sparsity` (or to explicit per-layer targets under layerwise scope) with the selector
     settings of the `prune` node, extend channel masks to their footprint, apply the criterion's
     weight update if it has one, then the masks; return the new masks. Layers in `frozen` keep
     their masks and are not scored. With `prune.biases` each layer's bias is scored beside its
-    weights and selected with them as one vector (`pruneexp.pruning.biases`)."""
+    weights and selected with them as one vector (`pruneexp.pruning.biases`). `forward` runs one
+    scoring batch instead of `model(x)` (block-by-block post-training: one block on its cached inputs)."""
     gran = Granularity.from_cfg(prune)
     scored_params = {n: w for n, w in params.items() if n not in frozen}
     if layer_sparsity is None and prune.get("layer_sparsity"):  # explicit final per-layer targets (oneshot)
@@ -45,7 +47,7 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
     biases = joint.layer_biases(model, scored_params) if prune.get("biases", False) else {}
     named = dict(model.named_parameters())
     ctx = ScoreContext(model=model, params={**scored_params, **{b: named[b] for b in biases.values()}}, masks=masks,
-                       batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran, targets=targets)
+                       batches=batches, loss_fn=loss_fn, cfg=criterion, seed=seed, granularity=gran, targets=targets, forward=forward)
     scored = score(criterion.name, ctx)
     pick = dict(scope=prune.scope, granularity=gran, layer_rates=dict(prune.layer_rates), group_reduce=prune.group_reduce,
                 frozen=frozen, layer_sparsity=layer_sparsity)

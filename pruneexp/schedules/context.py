@@ -198,6 +198,7 @@ class RunContext:
             metrics.update(train_steps=trained.steps, best_val_acc=trained.best_val_acc,
                            best_step=trained.best_step if trained.best_step >= 0 else math.nan,
                            test_acc_at_best=trained.test_acc_at_best)
+        metrics.update(self.data.meta)  # the data's protocol (tokens: nsamples, seqlen, the text's hash) beside its numbers
         if self.data.floor is not None:  # markov: every loss read against the exact entropy per token
             metrics.update(entropy_floor=self.data.floor, val_gap=metrics["val_loss"] - self.data.floor,
                            test_gap=metrics["test_loss"] - self.data.floor)

@@ -5,10 +5,21 @@ sequential protocol of SparseGPT (Frantar & Alistarh 2023) and Wanda (Sun et al.
     for each block of layers, in forward order (a transformer block: every prunable weight under
     the same `<name>.<index>.` prefix; a layer outside any block is a block of its own):
         prune_step(block's layers only, the others frozen)   # criterion, selector, update, masks
-        -- the scoring forward runs the calibration sequences through the model whose earlier
-           blocks are already pruned, so each block sees the outputs of the pruned blocks before it;
-           within a block every layer sees the block's dense input, as in both reference codes
+        -- each block sees the outputs of the pruned blocks before it; within a block every layer
+           sees the block's dense input, as in both reference codes
     optional short fine-tune (schedule.finetune.duration, default 0it: none)
+
+How a block's calibration inputs are reached (the same inputs, so the same masks, either way):
+- blocks engine (`pruneexp.pruning.blocks`, the reference codes' loop), for criteria that read only
+  weights or layer inputs (magnitude, Wanda, SparseGPT, OBS): the inputs of the first block are
+  recorded once, each block runs on its cached inputs with the statistics gathered, is pruned, and
+  its outputs become the next block's inputs: O(blocks) block forwards in all. Layers outside the
+  model's block list (an untied LM head) are pruned after the blocks through the whole model.
+  `schedule.offload` (always | auto: on CUDA when the model takes over half of the device's memory
+  | never) keeps the model on the CPU while it is pruned and brings one block at a time to the
+  device; the model returns to the device to be evaluated.
+- whole-model engine, for criteria that need the model's outputs or loss (Taylor, SNIP, ...): the
+  calibration batches run through the whole model once for every block.
 
 The calibration set is the criterion's scoring batches: criterion.batches x criterion.batch_size
 sequences of the training split, the same for every block. Per-layer targets: under
@@ -24,13 +35,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from pruneexp.config import FinetuneConfig, ScheduleConfig
 from pruneexp.errors import PruneexpError
+from pruneexp.pruning.blocks import block_forward, block_list, block_of, first_block_inputs, next_inputs, peak_memory
+from pruneexp.pruning.criteria import CRITERIA
 from pruneexp.pruning.heads import attention_layers, head_importance, head_masks, select_heads
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.select import layer_targets
@@ -50,17 +63,21 @@ class PosttrainConfig(ScheduleConfig):
     # > 0: remove this fraction of all attention heads instead of pruning weights (pruneexp.pruning.heads)
     heads: float = 0.0
     head_score: str = "michel"  # michel: Michel et al. 2019's importance on the calibration batches | random
+    offload: str = "auto"  # always | auto | never: keep the model on the CPU while pruning, one block at a time on the device
 
 
 def check(cfg: Any) -> None:
     s = cfg.schedule
     if not 0.0 <= s.heads < 1.0 or s.head_score not in ("michel", "random"):
         raise PruneexpError(f"schedule.heads must be in [0, 1) and schedule.head_score michel or random (got {s.heads}, {s.head_score}).")
+    if s.offload not in OFFLOAD:
+        raise PruneexpError(f"schedule.offload={s.offload!r} is not one of {', '.join(OFFLOAD)}.")
     if s.checkpoint and not Path(s.checkpoint).expanduser().is_file():
         raise PruneexpError(f"schedule.checkpoint={s.checkpoint} is not a file.")
 
 
 _INDEX = re.compile(r"^(.*?\.\d+)\.")
+OFFLOAD = ("always", "auto", "never")
 
 
 def sequential_blocks(names: list[str]) -> list[list[str]]:
@@ -74,22 +91,80 @@ def sequential_blocks(names: list[str]) -> list[list[str]]:
     return list(blocks.values())
 
 
-def prune_sequential(ctx: RunContext, model: nn.Module, masks: MaskSet, sparsity: float) -> MaskSet:
+def prune_sequential(ctx: RunContext, model: nn.Module, masks: MaskSet, sparsity: float, engine: str = "auto") -> MaskSet:
     """Prune block after block (module docstring), every block scored on the calibration batches
-    through the already-pruned blocks before it."""
+    through the already-pruned blocks before it. `engine`: blocks | model | auto (blocks where the
+    criterion and the model allow it)."""
     cfg = ctx.cfg
-    params = ctx.prunable(model)
     names = list(masks.weights)
     always = ctx.channel_frozen(model) if cfg.prune.granularity == "channel" else ()
     layer_sparsity = layer_targets(names, sparsity, dict(cfg.prune.layer_rates)) if cfg.prune.scope == "layerwise" else None
-    blocks = sequential_blocks(names) if cfg.schedule.sequential else [names]
-    batches = ctx.scoring_batches()
-    for block in blocks:
-        frozen = tuple(n for n in names if n not in block or n in always)
+
+    params = ctx.prunable(model)
+
+    def step(masks: MaskSet, group: list[str], **how: Any) -> MaskSet:
+        frozen = tuple(n for n in names if n not in group or n in always)
         if len(frozen) == len(names):
-            continue
-        masks = prune_step(model, params, masks, sparsity, criterion=cfg.criterion, prune=cfg.prune, batches=batches,
-                           loss_fn=ctx.task.loss, seed=cfg.seed, frozen=frozen, layer_sparsity=layer_sparsity)
+            return masks
+        return prune_step(model, params, masks, sparsity, criterion=cfg.criterion, prune=cfg.prune,
+                          loss_fn=ctx.task.loss, seed=cfg.seed, frozen=frozen, layer_sparsity=layer_sparsity, **how)
+
+    stack = block_list(model, names) if cfg.schedule.sequential and engine != "model" else None
+    if engine == "auto" and CRITERIA.meta(cfg.criterion.name)["reads"] == "model":
+        stack = None
+    groups = sequential_blocks(names) if cfg.schedule.sequential else [names]
+    if stack is None:
+        for group in groups:
+            masks = step(masks, group, batches=ctx.scoring_batches())
+        return masks
+    prefix, blocks = stack
+    inside = [n for n in names if block_of(n, prefix) is not None]
+    first = names.index(inside[0])
+    before = [g for g in groups if g[0] not in inside and names.index(g[0]) < first]
+    after = [g for g in groups if g[0] not in inside and names.index(g[0]) > first]
+    for group in before:
+        masks = step(masks, group, batches=ctx.scoring_batches())
+    masks = prune_blocks(ctx, model, blocks, prefix, masks, step)
+    for group in after:
+        masks = step(masks, group, batches=ctx.scoring_batches())
+    return masks
+
+
+def offloading(ctx: RunContext, model: nn.Module) -> bool:
+    """Whether the model stays on the CPU while its blocks are pruned one at a time on the device."""
+    if ctx.device.type != "cuda" or ctx.cfg.schedule.offload == "never":
+        return False
+    if ctx.cfg.schedule.offload == "always":
+        return True
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    return size > 0.5 * torch.cuda.get_device_properties(ctx.device).total_memory
+
+
+def prune_blocks(ctx: RunContext, model: nn.Module, blocks: nn.ModuleList, prefix: str, masks: MaskSet,
+                 step: Callable[..., MaskSet]) -> MaskSet:
+    """The blocks engine (`pruneexp.pruning.blocks`): block 0's inputs recorded once, then each
+    block pruned on its cached inputs and run once more to feed the next."""
+    offload = offloading(ctx, model)
+    if offload:
+        model.to("cpu")
+    inputs = first_block_inputs(model, blocks[0], ctx.scoring_batches()(), ctx.device)
+    names = list(masks.weights)
+    last = max(block_of(n, prefix) for n in names if block_of(n, prefix) is not None)
+    for index, block in enumerate(blocks):
+        if index > last:
+            break
+        if offload:
+            block.to(ctx.device)
+        group = [n for n in names if block_of(n, prefix) == index]
+        masks = step(masks, group, batches=lambda: ((inp, None) for inp in inputs), forward=block_forward(block))
+        if index < last:
+            inputs = next_inputs(block, inputs)
+        if offload:
+            block.to("cpu")
+    if offload:
+        model.to(ctx.device)
+    if not ctx.quiet:
+        print(f"pruned {last + 1} blocks of {prefix} on {len(inputs)} calibration batches: {peak_memory(ctx.device)}")
     return masks
 
 

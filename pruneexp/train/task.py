@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from pruneexp.registry import Registry
 
 TASKS: Registry["Task"] = Registry("task")
+LOGIT_BUDGET = 1 << 26  # logits evaluated at once (256 MiB in float32): 512 tokens x 49 152 words is 2 sequences
+IGNORE = -100  # a target neither the loss nor the metrics count (F.cross_entropy's ignore_index)
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,14 @@ class Task:
         loss = torch.zeros((), dtype=torch.float64, device=x.device)
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         count = 0
+        vocab = getattr(model, "vocab_size", None)  # a language model: at most LOGIT_BUDGET logits at once
+        if vocab and x.dim() == 2:
+            batch_size = max(1, min(batch_size, LOGIT_BUDGET // (x.shape[1] * int(vocab))))
         for i in range(0, len(x), batch_size):
             logits, target = self.flat(model(x[i : i + batch_size]), y[i : i + batch_size])
-            loss += F.cross_entropy(logits, target, reduction="sum").double()
+            loss += F.cross_entropy(logits.float(), target, reduction="sum").double()
             correct += (logits.argmax(-1) == target).sum()
-            count += target.numel()
+            count += int((target != IGNORE).sum())  # an ignored target (a window's last, dataset=tokens) is no prediction
         model.train(was_training)
         n = max(1, count)
         return self.finish(loss.item() / n, correct.item() / n)

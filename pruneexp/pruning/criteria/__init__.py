@@ -41,6 +41,9 @@ class ScoreContext:
     # the targets the selector will be asked for: {name: sparsity} per scored layer (layerwise
     # scope; None otherwise), for criteria that choose their own mask (sparsegpt)
     targets: dict[str, float] | None = None
+    # how one scoring batch is run (None: model(x)). Block-by-block post-training pruning hands the
+    # criteria one block's cached inputs and runs only that block (pruneexp.pruning.blocks).
+    forward: Callable[[Any], Any] | None = None
 
 
 @dataclass
@@ -59,7 +62,8 @@ CRITERIA: Registry[Criterion] = Registry("criterion")
 def register_criterion(name: str, *, granularities: tuple[str, ...],
                        variants: dict[str, tuple[str, ...]] | None = None,
                        choices: dict[str, tuple[str, ...]] | None = None, config: type | None = None,
-                       at_init_iterations: int = 1, scopes: tuple[str, ...] | None = None) -> Callable[[Criterion], Criterion]:
+                       at_init_iterations: int = 1, scopes: tuple[str, ...] | None = None,
+                       reads: str = "model") -> Callable[[Criterion], Criterion]:
     """Register a criterion with the granularities it can score; `variants` maps a
     `criterion.variant` value to the granularities of that variant when they differ; `choices`
     lists the values a string option the criterion reads may take (e.g. {"variant": ("fisher",
@@ -67,9 +71,13 @@ def register_criterion(name: str, *, granularities: tuple[str, ...],
     `config` is the criterion's own config schema (a `pruneexp.config.CriterionConfig` subclass
     holding its options; None: the common keys only); `at_init_iterations` is how many rounds
     `schedule=at_init` prunes in by default (SynFlow: 100); `scopes` the prune.scope values it
-    works under at weight granularity (None: any; SparseGPT chooses its own mask per layer)."""
+    works under at weight granularity (None: any; SparseGPT chooses its own mask per layer); `reads`
+    what it needs of the model: "weights" (nothing run), "layer_inputs" (each scored layer's inputs,
+    through `each_layer_input`: one block at a time is enough) or "model" (outputs, losses, gradients)."""
+    if reads not in ("weights", "layer_inputs", "model"):
+        raise ValueError(f"criterion {name}: reads must be weights, layer_inputs or model, not {reads!r}")
     return CRITERIA.register(name, granularities=granularities, variants=variants or {}, choices=choices or {},
-                             config=config, at_init_iterations=at_init_iterations, scopes=scopes)
+                             config=config, at_init_iterations=at_init_iterations, scopes=scopes, reads=reads)
 
 
 def criterion_config(name: str, **values: Any) -> Any:

@@ -148,7 +148,8 @@ def layer_inputs(layer: nn.Module, x: Tensor) -> Tensor:
 
 
 def each_layer_input(ctx: ScoreContext, consume: Callable[[str, Tensor], None]) -> None:
-    """Run the scoring (calibration) batches through the model in scoring mode, without gradients,
+    """Run the scoring (calibration) batches through the model (or `ctx.forward`: one block on its
+    cached inputs) in scoring mode, without gradients,
     and hand every prunable layer's input rows (`layer_inputs`) to `consume(weight name, rows)` as
     they pass. The layer-wise statistics of OBS (X^T X) and Wanda (||X_j||) are built on it."""
     layers = modules_by_weight(ctx.model, list(ctx.params))
@@ -162,10 +163,11 @@ def each_layer_input(ctx: ScoreContext, consume: Callable[[str, Tensor], None]) 
         return take
 
     handles = [layers[n].register_forward_pre_hook(hook(n)) for n in ctx.params]
+    run = ctx.forward or ctx.model
     try:
         with scoring_mode(ctx.model), torch.no_grad():
             for x, _ in ctx.batches():
-                ctx.model(x)
+                run(x)
     finally:
         for h in handles:
             h.remove()

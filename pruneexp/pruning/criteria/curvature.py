@@ -91,14 +91,15 @@ def obd(ctx: ScoreContext) -> Scores:
     return {n: 0.5 * c for n, c in fisher_curvature(ctx).items()}
 
 
-def layer_hessians(ctx: ScoreContext, damping: float) -> dict[str, Tensor]:
+def layer_hessians(ctx: ScoreContext, damping: float, dtype: torch.dtype = torch.float64) -> dict[str, Tensor]:
     """H = X^T X / N + damping * mean(diag) * I per prunable layer, X its inputs over the scoring
-    batches (the Hessian of the layer's squared output error; Frantar & Alistarh 2022)."""
-    sums = {n: torch.zeros(p[0].numel(), p[0].numel(), dtype=torch.float64, device=p.device) for n, p in ctx.params.items()}
+    batches (the Hessian of the layer's squared output error; Frantar & Alistarh 2022), accumulated
+    in `dtype` (SparseGPT's reference: float32)."""
+    sums = {n: torch.zeros(p[0].numel(), p[0].numel(), dtype=dtype, device=p.device) for n, p in ctx.params.items()}
     counts = dict.fromkeys(ctx.params, 0)
 
     def accumulate(n: str, rows: Tensor) -> None:
-        rows = rows.double()
+        rows = rows.to(dtype)
         sums[n].addmm_(rows.T, rows)
         counts[n] += len(rows)
 
@@ -132,7 +133,7 @@ class ObsConfig(CriterionConfig):
     damping: float = 0.01  # relative damping of the layer Hessian: lambda = damping * mean diag(H)
 
 
-@register_criterion("obs", granularities=("weight", "nm", "block"), config=ObsConfig)
+@register_criterion("obs", granularities=("weight", "nm", "block"), config=ObsConfig, reads="layer_inputs")
 def obs(ctx: ScoreContext) -> Scored:
     """Layer-wise Optimal Brain Surgeon (Hassibi & Stork 1993, "Second order derivatives for network
     pruning: Optimal Brain Surgeon"; layer-wise as in Dong et al. 2017 and Frantar & Alistarh 2022,

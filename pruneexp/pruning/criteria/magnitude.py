@@ -14,7 +14,7 @@ from pruneexp.pruning.criteria import ScoreContext, Scores, register_criterion
 from pruneexp.pruning.criteria.common import greedy_redundancy
 
 
-@register_criterion("magnitude", granularities=("weight", "channel", "nm", "block"))
+@register_criterion("magnitude", granularities=("weight", "channel", "nm", "block"), reads="weights")
 def magnitude(ctx: ScoreContext) -> Scores:
     """s_q = |w_q|  (Han et al. 2015, "Learning both Weights and Connections for Efficient Neural
     Networks"; the criterion of the lottery-ticket experiments, Frankle & Carbin 2019). Groups reduce
@@ -27,7 +27,7 @@ class NormConfig(CriterionConfig):
     p: float = 1.0  # norm order of the group norm
 
 
-@register_criterion("norm", granularities=("channel", "block"), config=NormConfig)
+@register_criterion("norm", granularities=("channel", "block"), config=NormConfig, reads="weights")
 def norm(ctx: ScoreContext) -> Scores:
     """s_g = ||w_g||_p = (sum_{q in g} |w_q|^p)^(1/p), p = criterion.p (1: Li et al. 2017, "Pruning
     Filters for Efficient ConvNets", L1 filter norm; 2: the L2 variant)."""
@@ -35,7 +35,7 @@ def norm(ctx: ScoreContext) -> Scores:
     return {n: ctx.granularity.reduce(w.detach().double().abs().pow(p), "sum").pow(1.0 / p) for n, w in ctx.params.items()}
 
 
-@register_criterion("lamp", granularities=("weight", "nm"))
+@register_criterion("lamp", granularities=("weight", "nm"), reads="weights")
 def lamp(ctx: ScoreContext) -> Scores:
     """LAMP (Lee et al. 2021, "Layer-adaptive Sparsity for the Magnitude-based Pruning"): with a
     layer's weights sorted so that |w_1| <= |w_2| <= ..., s_u = w_u^2 / sum_{v >= u} w_v^2. Scores are
@@ -66,7 +66,7 @@ def bn_scale(ctx: ScoreContext) -> Scores:
     return {n: modules[bn[layer]].weight.detach().abs().double() for n, layer in layers.items()}
 
 
-@register_criterion("cosine", granularities=("channel",))
+@register_criterion("cosine", granularities=("channel",), reads="weights")
 def cosine(ctx: ScoreContext) -> Scores:
     """Filter redundancy by direction: with cos_ij = <w_i, w_j> / (|w_i| |w_j|) over a layer's unit
     weight vectors, greedily remove the unit most collinear with a kept one; s_i = -cos at removal
@@ -79,7 +79,7 @@ def cosine(ctx: ScoreContext) -> Scores:
     return out
 
 
-@register_criterion("fpgm", granularities=("channel",))
+@register_criterion("fpgm", granularities=("channel",), reads="weights")
 def fpgm(ctx: ScoreContext) -> Scores:
     """FPGM (He et al. 2019, "Filter Pruning via Geometric Median"): filters near the layer's
     geometric median are the most replaceable. As in the paper's implementation, s_i =

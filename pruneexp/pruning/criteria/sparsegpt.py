@@ -39,10 +39,16 @@ from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.select import n_to_keep
 
 
+PRECISIONS = {"float32": torch.float32, "float64": torch.float64}
+
+
 @dataclass
 class SparseGptConfig(CriterionConfig):
+    """SparseGPT's options (the reference's --percdamp, --blocksize) and the arithmetic's precision."""
+
     damping: float = 0.01  # percdamp: lambda = damping * mean diag(H)
     blocksize: int = 128  # columns per lazy-update block (B)
+    precision: str = "float32"  # the Hessian and the OBS updates: float32 as the reference | float64
 
 
 def prepare_hessian(h: Tensor, w: Tensor, damping: float) -> tuple[Tensor, Tensor]:
@@ -76,14 +82,15 @@ def block_counts(numel_rows: int, columns: int, blocksize: int, prune_total: int
 
 def sparsegpt_prune(w: Tensor, h: Tensor, *, sparsity: float = 0.0, prune_n: int = 0, prune_m: int = 0,
                     blocksize: int = 128, damping: float = 0.01, alive: Tensor | None = None,
-                    mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                    mask: Tensor | None = None, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     """SparseGPT on one weight `w` [rows, columns] with layer Hessian `h` (= X^T X / n up to scale):
     returns (new weights, keep mask). `prune_n` of every `prune_m` columns per row are pruned when
     prune_n > 0, else `sparsity` of the layer (adaptive mask per block); `alive` False entries are
-    pruned whatever their score; `mask` (keep mask) fixes the mask instead (the reference's `mask`)."""
-    w = w.detach().double()
+    pruned whatever their score; `mask` (keep mask) fixes the mask instead (the reference's `mask`).
+    Computed in `dtype` (float32 as the reference; float64 for a check at higher precision)."""
+    w = w.detach().to(dtype)
     rows, columns = w.shape
-    u, w = prepare_hessian(h.double(), w, damping)
+    u, w = prepare_hessian(h.to(dtype), w, damping)
     pruned = torch.zeros_like(w, dtype=torch.bool) if mask is None else ~mask.bool()
     dead = torch.zeros_like(pruned) if alive is None else ~alive.bool()
     counts = None
@@ -118,7 +125,8 @@ def sparsegpt_prune(w: Tensor, h: Tensor, *, sparsity: float = 0.0, prune_n: int
     return w, ~pruned
 
 
-@register_criterion("sparsegpt", granularities=("weight", "nm"), config=SparseGptConfig, scopes=("layerwise",))
+@register_criterion("sparsegpt", granularities=("weight", "nm"), config=SparseGptConfig, scopes=("layerwise",),
+                    reads="layer_inputs")
 def sparsegpt(ctx: ScoreContext) -> Scored:
     """SparseGPT (Frantar & Alistarh 2023): OBS pruning column block by column block with lazy
     updates and an adaptive mask (module docstring). CHANGES WEIGHTS: the updated weights are
@@ -126,17 +134,20 @@ def sparsegpt(ctx: ScoreContext) -> Scored:
     gran = ctx.granularity
     if gran.kind == "weight" and ctx.targets is None:
         raise PruneexpError("sparsegpt chooses its mask per layer: use prune.scope=layerwise (or prune.granularity=nm).")
-    hessians = layer_hessians(ctx, 0.0)
+    if ctx.cfg.precision not in PRECISIONS:
+        raise PruneexpError(f"criterion.precision={ctx.cfg.precision!r} is not one of {', '.join(PRECISIONS)}.")
+    dtype = PRECISIONS[ctx.cfg.precision]
+    hessians = layer_hessians(ctx, 0.0, dtype)
     scores, updated = {}, {}
     for n, p in ctx.params.items():
         rows = p.detach().reshape(p.shape[0], -1)
         alive = ctx.masks[n].reshape(rows.shape)
         if gran.kind == "nm":
             new, keep = sparsegpt_prune(rows, hessians[n], prune_n=gran.m - gran.n, prune_m=gran.m,
-                                        blocksize=int(ctx.cfg.blocksize), damping=float(ctx.cfg.damping), alive=alive)
+                                        blocksize=int(ctx.cfg.blocksize), damping=float(ctx.cfg.damping), alive=alive, dtype=dtype)
         else:
             new, keep = sparsegpt_prune(rows, hessians[n], sparsity=ctx.targets[n], blocksize=int(ctx.cfg.blocksize),
-                                        damping=float(ctx.cfg.damping), alive=alive)
+                                        damping=float(ctx.cfg.damping), alive=alive, dtype=dtype)
         scores[n] = keep.double().reshape(p.shape)
         updated[n] = (new.reshape(p.shape).to(p.dtype), keep.reshape(p.shape))
 
@@ -147,6 +158,6 @@ def sparsegpt(ctx: ScoreContext) -> Scored:
                 if torch.equal(masks[n].cpu(), keep.cpu()):
                     params[n].copy_(new)
                 else:  # the selector chose another mask: the exact OBS correction for it
-                    params[n].copy_(obs_correction(params[n], masks[n], damped(hessians[n], float(ctx.cfg.damping))))
+                    params[n].copy_(obs_correction(params[n], masks[n], damped(hessians[n].double(), float(ctx.cfg.damping))))
 
     return Scored(scores, update)

@@ -27,7 +27,7 @@ def input_norms(ctx: ScoreContext) -> dict[str, Tensor]:
     return {n: s.sqrt() for n, s in sums.items()}
 
 
-@register_criterion("wanda", granularities=("weight", "nm"))
+@register_criterion("wanda", granularities=("weight", "nm"), reads="layer_inputs")
 def wanda(ctx: ScoreContext) -> Scores:
     """S_ij = |W_ij| * ||X_j||_2 (Sun et al. 2023); use with prune.scope=row."""
     norms = input_norms(ctx)
