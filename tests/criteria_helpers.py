@@ -10,7 +10,7 @@ from pruneexp.pruning.criteria import ScoreContext
 from pruneexp.pruning.groups import Granularity
 from pruneexp.pruning.masks import MaskSet, prunable_weights
 
-DEFAULTS = dict(variant="weight", probes=8, damping=0.01, p=1.0, source="activations", options={}, blocksize=128)
+DEFAULTS = dict(variant="weight", probes=8, damping=0.01, p=1.0, source="activations", options={}, blocksize=128, precision="float32")
 
 
 def context(model, batches, *, loss_fn=F.cross_entropy, granularity="weight", params=None, seed=0, **cfg):

@@ -69,7 +69,7 @@ def test_sparsegpt_one_column_is_exact_obs_and_lazy_blocks_are_exact():
     w, _, h = _layer()
     keep = torch.ones_like(w, dtype=torch.bool)
     keep[:, 0] = False
-    new, mask = sparsegpt_prune(w, h, mask=keep, damping=0.01)
+    new, mask = sparsegpt_prune(w, h, mask=keep, damping=0.01, dtype=torch.float64)
     assert mask.equal(keep)
     assert torch.allclose(new, obs_correction(w, keep, damped(h, 0.01)), atol=1e-10)
     hinv = torch.linalg.inv(damped(h, 0.01))
@@ -77,8 +77,8 @@ def test_sparsegpt_one_column_is_exact_obs_and_lazy_blocks_are_exact():
     # lazy updates: any mask, any block size, the same weights
     g = torch.Generator().manual_seed(1)
     mask = torch.rand(w.shape, generator=g) > 0.5
-    a, _ = sparsegpt_prune(w, h, mask=mask, blocksize=128)
-    b, _ = sparsegpt_prune(w, h, mask=mask, blocksize=2)
+    a, _ = sparsegpt_prune(w, h, mask=mask, blocksize=128, dtype=torch.float64)
+    b, _ = sparsegpt_prune(w, h, mask=mask, blocksize=2, dtype=torch.float64)
     assert torch.allclose(a, b, atol=1e-10)
 
 
@@ -88,7 +88,7 @@ def test_sparsegpt_error_between_the_exact_optimum_and_magnitude():
     than that optimum and no worse than magnitude pruning's (no update); on several random layers."""
     for seed in range(5):
         w, x, h = _layer(rows=1, cols=6, seed=seed)
-        new, mask = sparsegpt_prune(w, h, sparsity=0.5, damping=1e-8)
+        new, mask = sparsegpt_prune(w, h, sparsity=0.5, damping=1e-8, dtype=torch.float64)
         assert int(mask.sum()) == 3
         best = min(_error(obs_correction(w, torch.tensor([[j in kept for j in range(6)]]), h), w, x)
                    for kept in itertools.combinations(range(6), 3))
@@ -113,7 +113,7 @@ def test_sparsegpt_nm_keeps_n_of_every_m_and_the_selector_agrees():
     m = masks["0.weight"]
     assert (m.view(4, 2, 4).sum(-1) == 2).all()
     h = (x.T @ x).double() / len(x)
-    expected, keep = sparsegpt_prune(before, h, prune_n=2, prune_m=4)
+    expected, keep = sparsegpt_prune(before, h, prune_n=2, prune_m=4, dtype=torch.float64)
     assert keep.equal(m)
     assert torch.allclose(layer.weight.detach().double(), expected, atol=1e-5)
 

@@ -98,12 +98,19 @@ def top_k_mask(scores: Tensor, k: int) -> Tensor:
     return keep & torch.isfinite(scores)
 
 
+ROW_CHUNK = 1 << 22  # scores sorted at once by top_k_rows (32 MiB of float64): memory bounded on any layer width
+
+
 def top_k_rows(scores: Tensor, k: int) -> Tensor:
     """Boolean mask of the k highest scores in every row of a 2-D tensor (ties kept in index order;
-    -inf, i.e. already pruned, never kept): the per-output-row selection of Wanda (Sun et al. 2023)."""
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    -inf, i.e. already pruned, never kept): the per-output-row selection of Wanda (Sun et al. 2023).
+    Rows are sorted a chunk at a time (ROW_CHUNK scores), so a 14 336 x 4 096 MLP projection needs
+    a few tens of MiB beside its scores, not the several GiB of sorting it whole."""
     keep = torch.zeros_like(scores, dtype=torch.bool)
-    keep.scatter_(1, order[:, :k], True)
+    step = max(1, ROW_CHUNK // max(1, scores.shape[1]))
+    for r in range(0, scores.shape[0], step):
+        order = torch.sort(scores[r:r + step], dim=1, descending=True, stable=True).indices
+        keep[r:r + step].scatter_(1, order[:, :k], True)
     return keep & torch.isfinite(scores)
 
 
