@@ -354,7 +354,8 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
             wrote("levels.csv", "layers.csv", "train_log.csv")
             store.write_summary({**_summary(cfg, directory, rows, "running", started, device), **extra()})
             console.print(f"level {row['level']} {row['name']}: sparsity {row['sparsity']:.4f}, "
-                          f"val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}" + (" (resumed)" if level.restored else ""))
+                          + (f"val ppl {row['val_ppl']:.3f}, test ppl {row['test_ppl']:.3f}" if "test_ppl" in row else
+                             f"val acc {row['val_acc']:.4f}, test acc {row['test_acc']:.4f}") + (" (resumed)" if level.restored else ""))
         if last is not None and timer.finish(*last):
             write_csv(store.path("latency.csv"), timer.rows)
             wrote("latency.csv")

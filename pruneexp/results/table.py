@@ -18,6 +18,7 @@ COLUMNS = (
     ("val_acc", "val acc", "{:.4f}"),
     ("test_acc", "test acc", "{:.4f}"),
 )
+PPL_COLUMNS = {"val_acc": ("val_ppl", "val ppl", "{:.3f}"), "test_acc": ("test_ppl", "test ppl", "{:.3f}")}
 # The latency table (latency.csv rows that were timed or not applicable).
 LATENCY_COLUMNS = (
     ("level", "level", "{}"),
@@ -38,10 +39,12 @@ def missing(value: Any) -> bool:
 
 
 def level_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """levels.csv rows as a rich table; the effective sparsity only where some level's differs from
+    """levels.csv rows as a rich table (perplexity in place of accuracy for a language model); the effective sparsity only where some level's differs from
     its sparsity (units removed, or weights cut off from every path), so that it fits 80 columns."""
     columns = [c for c in COLUMNS if c[0] != "effective_sparsity" or any(
         not missing(r.get("effective_sparsity")) and f"{r['effective_sparsity']:.4f}" != f"{r['sparsity']:.4f}" for r in rows)]
+    if any(not missing(r.get("test_ppl")) for r in rows):  # a language model is read by its perplexity
+        columns = [PPL_COLUMNS.get(c[0], c) for c in columns]
     cells = [["" if missing(row.get(key)) else fmt.format(row[key]) for key, _, fmt in columns] for row in rows]
     table = Table(title=title, show_edge=False)
     for j, (_, header, _) in enumerate(columns):  # headers wrap at their spaces; values stay whole
