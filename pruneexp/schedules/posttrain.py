@@ -101,7 +101,6 @@ def prune_sequential(ctx: RunContext, model: nn.Module, masks: MaskSet, sparsity
     names = list(masks.weights)
     always = ctx.channel_frozen(model) if cfg.prune.granularity == "channel" else ()
     layer_sparsity = layer_targets(names, sparsity, dict(cfg.prune.layer_rates)) if cfg.prune.scope == "layerwise" else None
-
     params = ctx.prunable(model)
 
     def step(masks: MaskSet, group: list[str], **how: Any) -> MaskSet:
@@ -112,14 +111,10 @@ def prune_sequential(ctx: RunContext, model: nn.Module, masks: MaskSet, sparsity
                           loss_fn=ctx.task.loss, seed=cfg.seed, frozen=frozen, layer_sparsity=layer_sparsity, **how)
 
     reads = CRITERIA.meta(cfg.criterion.name)["reads"]
-    stack = block_list(model, names) if cfg.schedule.sequential and engine != "model" else None
-    if engine == "auto" and reads == "model":
-        stack = None
     groups = sequential_blocks(names) if cfg.schedule.sequential else [names]
-    if reads == "weights" and engine != "model":  # magnitude, random: no block's inputs change any score, so nothing runs
-        for group in groups:
-            masks = step(masks, group, batches=ctx.scoring_batches())
-        return masks
+    # magnitude, random (reads "weights"): no block's inputs change a score, so each block is pruned with nothing run
+    use_blocks = cfg.schedule.sequential and engine != "model" and not (engine == "auto" and reads == "model") and reads != "weights"
+    stack = block_list(model, names) if use_blocks else None
     if stack is None:
         for group in groups:
             masks = step(masks, group, batches=ctx.scoring_batches())
