@@ -30,7 +30,7 @@ def hardware_config(conf_dir: Path, run_hardware: str, overrides: list[str]) -> 
         raise PruneexpError(f"pruneexp bench takes only hardware overrides (hardware=NAME, hardware.KEY=VALUE); got: {' '.join(bad)}.")
     if not any(o.startswith("hardware=") for o in overrides):
         overrides = [f"hardware={run_hardware}", *overrides]
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
 
     register_configs()
     try:
