@@ -28,8 +28,8 @@ OK, NOT_APPLICABLE, MISMATCH, ERROR = "ok", "not applicable", "mismatch", "error
 
 # latency.csv columns, in order (machine columns last).
 COLUMNS = ("level", "name", "form", "batch_size", "status", "median_ms", "p10_ms", "p90_ms", "cv", "reps",
-           "speedup_vs_dense", "flop_ratio", "connected_flop_ratio", "form_flop_ratio", "params", "equivalence_error", "tolerance",
-           "compile", "detail", "machine", "device", "device_name", "torch", "threads", "dtype")
+           "speedup_vs_dense", "flop_ratio", "connected_flop_ratio", "form_flop_ratio", "params", "equivalence_error",
+           "tolerance", "compile", "detail", "machine", "device", "device_name", "torch", "threads", "dtype")
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,9 @@ def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...]
     count, dtype and protocol. `speedup_vs_dense` = dense median / form median (same level and batch
     size); `flop_ratio` is the level's FLOP ratio by its masks (what papers report),
     `connected_flop_ratio` by its effective masks (weights on an input-to-output path: the ideal
-    speedup is 1 / it; blank where the network is not a chain), `form_flop_ratio` the FLOPs the form executes (counted with torch.utils.flop_counter; blank for sparse kernels,
-    which it does not count) over the dense FLOPs.
+    speedup is 1 / it; blank where the network is not a chain), `form_flop_ratio` the FLOPs the form
+    executes (counted with torch.utils.flop_counter; blank for sparse kernels, which it does not
+    count) over the dense FLOPs.
     """
     rows: list[dict[str, Any]] = []
     with fixed_threads(target.threads) as threads:
