@@ -30,7 +30,7 @@ def hardware_config(conf_dir: Path, run_hardware: str, overrides: list[str]) -> 
         raise PruneexpError(f"pruneexp bench takes only hardware overrides (hardware=NAME, hardware.KEY=VALUE); got: {' '.join(bad)}.")
     if not any(o.startswith("hardware=") for o in overrides):
         overrides = [f"hardware={run_hardware}", *overrides]
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
 
     register_configs()
     try:
@@ -96,7 +96,8 @@ def _bench_locked(store: RunStore, run_dir: Path, overrides: list[str], conf_dir
         model.load_state_dict(state["model"])
         info = levels.get(level, {})
         rows.extend(measure_level(model, MaskSet.from_state_dict(state["masks"]), input_shape, target, level=level,
-                                  name=str(info.get("name", "")), flop_ratio=info.get("flop_ratio"), seed=int(run_cfg.seed)))
+                                  name=str(info.get("name", "")), flop_ratio=info.get("flop_ratio"),
+                                  connected_flop_ratio=info.get("connected_flop_ratio"), seed=int(run_cfg.seed)))
     out = store.path(f"latency_{hw.name}.csv")
     write_csv(out, rows)
     print_latency(rows, f"{run_dir}: latency on {hw.name}", console)

@@ -48,7 +48,7 @@ def run_command(args: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
 
     register_configs()
 

@@ -1,4 +1,5 @@
-"""Structured-config schemas: one dataclass per config group, registered in Hydra's ConfigStore.
+"""Structured-config schemas: one dataclass per config group (registered in Hydra's ConfigStore by
+`pruneexp.conf_store`, which sits above the method registries that own the methods' schemas).
 
 `conf/config.yaml` lists `config_schema` first in its defaults, so every value a user gives is
 checked against these types (a typo in a key or a string where a number belongs fails before any
@@ -7,12 +8,10 @@ work). Names (dataset, model, criterion, schedule) and ranges are checked by `va
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from pruneexp.errors import PruneexpError
@@ -279,11 +278,15 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}
 
 
-def _implied(resolved: dict[str, Any], neutral_keys: str) -> dict[str, Any]:
+def implied(resolved: dict[str, Any], neutral_keys: str, has_key: Callable[[str, Any, str], bool] | None = None) -> dict[str, Any]:
     """`resolved` with each method node completed with LEGACY_HASH_DEFAULTS, and HASH_NEUTRAL keys and
     groups "dropped" where at their neutral value (a regularizer node named "none" left out) or
     "filled" in at it where missing (a missing regularizer node read as {name: none}): the two
-    readings of "a key a run predates means its neutral value"."""
+    readings of "a key a run predates means its neutral value". A key is filled only where
+    `has_key(group, method name, key)` says the method has it (`conf_store.has_key`, which reads the
+    method registries: this module sits below them)."""
+    if neutral_keys == "filled" and has_key is None:
+        raise ValueError("implied(..., 'filled') needs has_key: use pruneexp.conf_store.comparable_view")
     out = dict(resolved)
     for group, legacy in LEGACY_HASH_DEFAULTS.items():
         if isinstance(out.get(group), dict):
@@ -295,7 +298,7 @@ def _implied(resolved: dict[str, Any], neutral_keys: str) -> dict[str, Any]:
             continue
         if neutral_keys == "dropped" and leaf in node and node[leaf] == neutral:
             out[group] = {k: v for k, v in node.items() if k != leaf}
-        elif neutral_keys == "filled" and leaf not in node and _has_key(group, node.get("name"), leaf):
+        elif neutral_keys == "filled" and leaf not in node and has_key(group, node.get("name"), leaf):
             out[group] = {**node, leaf: neutral}
     for group, neutral in HASH_NEUTRAL_GROUPS.items():
         node = out.get(group)
@@ -306,39 +309,10 @@ def _implied(resolved: dict[str, Any], neutral_keys: str) -> dict[str, Any]:
     return out
 
 
-def _method_registries() -> dict[str, Any]:
-    """The registry of each method group, by group name: the one group -> registry mapping that
-    register_configs and _has_key both read (imported late: the registries import this module)."""
-    from pruneexp.models import MODELS
-    from pruneexp.pruning.criteria import CRITERIA
-    from pruneexp.regularizers import REGULARIZERS
-    from pruneexp.schedules import SCHEDULES
-
-    return {"model": MODELS, "criterion": CRITERIA, "schedule": SCHEDULES, "regularizer": REGULARIZERS}
-
-
-def _method_schema(registry: Any, group: str, name: str) -> type:
-    """The schema dataclass of method `name` in `group`: its own, or the group's base schema."""
-    return registry.meta(name).get("config") or BASE_SCHEMAS[group]
-
-
-def _has_key(group: str, name: Any, leaf: str) -> bool:
-    """Whether the method `name` of a method group (model, criterion, schedule, regularizer) has the
-    option `leaf` in its own schema; True for the other groups and for a name no registry knows (a
-    run of a method since removed reads as it did). A key is filled in only where it can exist, so a
-    report does not label a group-lasso run with L0's `ema` or a one-shot run with RigL's `sparse_init`."""
-    if group not in BASE_SCHEMAS or not isinstance(name, str):
-        return True
-    registry = _method_registries()[group]
-    if name not in registry:
-        return True
-    return leaf in {f.name for f in dataclasses.fields(_method_schema(registry, group, name))}
-
-
 def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved config as the run hash reads it: each method node completed with
     LEGACY_HASH_DEFAULTS, and HASH_NEUTRAL keys at their neutral value left out (see both)."""
-    out = _implied(resolved, "dropped")
+    out = implied(resolved, "dropped")
     if isinstance(out.get("model"), dict) and out["model"].get("init_from"):  # the weights' identity, not their path
         out["model"] = {**out["model"], "init_from": "sha256:" + file_sha256(out["model"]["init_from"])}
     model, data = out.get("model"), out.get("dataset")
@@ -384,23 +358,3 @@ def file_sha256(path: str) -> str:
     except OSError as err:
         raise PruneexpError(f"model.init_from={path}: cannot read the weights file ({err.strerror or err}); give the path of a "
                             f"state_dict or a pruneexp level file (results/<experiment>/<run>/levels/level_NNN.pt).") from None
-
-
-def comparable_view(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The resolved config with every key the run hash treats as implied made explicit, for telling
-    runs apart in reports: method nodes completed with LEGACY_HASH_DEFAULTS, HASH_NEUTRAL keys a run
-    predates filled in at their neutral value where the run's method has them, and a missing
-    regularizer node read as {name: none} (a "none" node's other keys dropped). Two runs
-    of one setup written before and after a key was added then read alike (as they hash alike)."""
-    return _implied(resolved, "filled")
-
-
-def register_configs() -> None:
-    """Store the run schema and every method's own schema in Hydra's ConfigStore: `<name>_schema`
-    in the method's group, which its YAML names first in its defaults (Hydra's schema pattern)."""
-    cs = ConfigStore.instance()
-    cs.store(name="config_schema", node=Config)
-    for group, registry in _method_registries().items():
-        cs.store(group=group, name="schema", node=BASE_SCHEMAS[group])
-        for name in registry:
-            cs.store(group=group, name=f"{name}_schema", node=_method_schema(registry, group, name))

@@ -27,7 +27,8 @@ import pandas as pd
 import yaml
 
 from pruneexp import plots
-from pruneexp.config import NON_RESULT_KEYS, comparable_view
+from pruneexp.conf_store import comparable_view
+from pruneexp.config import NON_RESULT_KEYS
 from pruneexp.errors import PruneexpError
 from pruneexp.results.store import write_csv, write_text
 from pruneexp.results.table import missing

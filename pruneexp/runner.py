@@ -21,10 +21,10 @@ from pruneexp.data import load_data
 from pruneexp.errors import PruneexpError
 from pruneexp.io import clean_temporaries
 from pruneexp.loggers import check_installed, open_loggers, selected
-from pruneexp.measure import count_layer_flops, effective_flops
+from pruneexp.measure import connected_flops, count_layer_flops, masked_flops
 from pruneexp.measure.latency import join_latency
 from pruneexp.measure.levels import LevelTimer
-from pruneexp.pruning.masks import effective_counts
+from pruneexp.pruning.masks import effective_chain, layer_weights
 from pruneexp.results import RunStore, run_hash
 from pruneexp.results.hashing import drop_keys
 from pruneexp.results.store import write_csv
@@ -177,20 +177,33 @@ def ticket_files(cfg: DictConfig, shared: list[SharedFiles] | None = None) -> Fi
 def level_row(level: Level, flops: Any, layer_types: Any = ("linear", "conv")) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The levels.csv row of a level and its layers.csv rows (exact counts, no wall times, so the
     same seed gives the same file). `effective_sparsity` (and each layer's `effective_nonzero`)
-    counts only the kept weights on an input-to-output path (effective_counts; Vysogorets & Kempe
-    2023); empty where the network is not a chain of layers."""
+    counts only the kept weights on an input-to-output path (effective_chain; Vysogorets & Kempe
+    2023); FLOPs are read both ways: `effective_flops` / `flop_ratio` by the masks as selected (each
+    layer's FLOPs scaled by its density; the name records of every pruneexp version carry), and
+    `connected_flops` / `connected_flop_ratio` by the effective masks (the shrunk network's FLOPs
+    under channel pruning). The effective columns are empty where the network is not a chain of layers."""
     rep = level.masks.report(level.model)
-    eff = effective_flops(flops, level.masks)
-    live = effective_counts(level.model, level.masks, layer_types)
+    eff = masked_flops(flops, level.masks)
+    chain = effective_chain(level.model, level.masks, layer_types)
+    live = None if chain is None else {w: int(chain[w].sum()) for w in level.masks.weights}
+    connected = connected_flops(flops, chain)
     row = dict(level=level.level, name=level.name, sparsity=rep.sparsity, sparsity_all=rep.sparsity_all,
                effective_sparsity=None if live is None else 1 - sum(live.values()) / rep.prunable,
                prunable_params=rep.prunable, nonzero_prunable=rep.prunable_nonzero, total_params=rep.total,
                nonzero_params=rep.total_nonzero, dense_flops=flops.total, effective_flops=eff,
-               flop_ratio=eff / flops.total, **level.metrics)
+               flop_ratio=eff / flops.total, connected_flops=connected,
+               connected_flop_ratio=None if connected is None else connected / flops.total, **level.metrics)
     layers = [dict(level=level.level, layer=name, numel=numel, nonzero=kept, sparsity=1 - kept / numel,
                    effective_nonzero=None if live is None else live[name])
               for name, (numel, kept) in rep.layers.items()]
     return row, layers
+
+
+def run_flops(level: Level, input_shape: Any, layer_types: Any = ("linear", "conv")) -> Any:
+    """The dense FLOPs of the run's model per layer weight (count_layer_flops): every layer of
+    `layer_types`, the unpruned ones included (connected_flops reads them), and every masked weight."""
+    weights = dict.fromkeys([*layer_weights(level.model, layer_types), *level.masks.weights])
+    return count_layer_flops(level.model, input_shape, list(weights))
 
 
 def check_layers(cfg: DictConfig, input_shape: Any, num_classes: int) -> None:
@@ -322,12 +335,12 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
             for files in shared:  # the caches this level needed are written: let other processes in
                 files.release()
             if flops is None:
-                flops = count_layer_flops(level.model, data.input_shape, list(level.masks.weights))
+                flops = run_flops(level, data.input_shape, cfg.prune.layer_types)
             row, layer_rows = level_row(level, flops, cfg.prune.layer_types)
             rows.append(row)
             layers.extend(layer_rows)
             reached.add(level.level)
-            last = (level.level, level.name, level.model, level.masks, row["flop_ratio"])
+            last = (level.level, level.name, level.model, level.masks, row["flop_ratio"], row["connected_flop_ratio"])
             if timer.seen(*last):
                 write_csv(store.path("latency.csv"), timer.rows)
                 wrote("latency.csv")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from pruneexp.config import BASE_SCHEMAS
+from pruneexp.conf_store import METHOD_REGISTRIES, method_schema
 from pruneexp.data import DATASETS
 from pruneexp.errors import PruneexpError
 from pruneexp.measure.latency import Target
@@ -71,13 +71,13 @@ def typed_config(cfg: Any) -> Any:
     `criterion.name=obd` on top of magnitude, gets the named method's options; one that carries
     options the named method does not have is refused, naming them."""
     cfg = cfg.copy()
-    for group, registry in (("model", MODELS), ("criterion", CRITERIA), ("schedule", SCHEDULES), ("regularizer", REGULARIZERS)):
+    for group in METHOD_REGISTRIES:
         if group not in cfg:  # a config composed without the group (regularizer): its default
             continue
         node = cfg[group]
         if group == "model" and node.get("source", "pruneexp") != "pruneexp":
             continue
-        schema = registry.meta(node.name).get("config") or BASE_SCHEMAS[group]
+        schema = method_schema(group, node.name)
         if OmegaConf.get_type(node) is schema:
             continue
         extra = sorted(set(node.keys()) - {f.name for f in dataclasses.fields(schema)})

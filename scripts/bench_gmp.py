@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from pruneexp.cli import CONF_DIR
-from pruneexp.config import register_configs
+from pruneexp.conf_store import register_configs
 from pruneexp.runner import run
 
 

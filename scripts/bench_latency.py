@@ -28,7 +28,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from pruneexp.measure.flops import count_layer_flops, effective_flops
+from pruneexp.measure.flops import count_layer_flops, masked_flops
 from pruneexp.measure.latency import Target, measure_level
 from pruneexp.measure.timing import Protocol
 from pruneexp.models import create_model
@@ -85,7 +85,7 @@ def run_model(label, model, input_shape, levels, make_masks, forms, target, rows
     for s in levels:
         t0 = time.perf_counter()
         masks = make_masks(model, s)
-        ratio = effective_flops(flops, masks) / flops.total
+        ratio = masked_flops(flops, masks) / flops.total
         got = measure_level(model, masks, input_shape, target, level=int(round(100 * s)), name=label, flop_ratio=ratio)
         for r in got:
             r["model"], r["target_sparsity"] = label, s

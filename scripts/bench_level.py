@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from pruneexp.cli import CONF_DIR
-from pruneexp.config import register_configs
+from pruneexp.conf_store import register_configs
 from pruneexp.data import load_data
 from pruneexp.runner import run
 from pruneexp.train.optim import make_optimizer

@@ -52,7 +52,7 @@ def ours(method: str, args: argparse.Namespace) -> dict:
     from hydra import compose, initialize_config_dir
 
     from pruneexp.cli import CONF_DIR
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
     from pruneexp.pruning.criteria import sparsegpt as sg
     from pruneexp.schedules.context import RunContext
     from pruneexp.schedules.posttrain import prune_sequential
@@ -152,7 +152,7 @@ def gpt8(args: argparse.Namespace) -> dict:
     from hydra import compose, initialize_config_dir
 
     from pruneexp.cli import CONF_DIR
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
     from pruneexp.data import load_data
     from pruneexp.schedules.context import RunContext
     from pruneexp.schedules.posttrain import prune_sequential

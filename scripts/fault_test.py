@@ -41,7 +41,7 @@ def make_cfg(results: Path):
     from hydra import compose, initialize_config_dir
 
     from pruneexp.cli import CONF_DIR
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from pruneexp.cli import CONF_DIR  # noqa: E402
-from pruneexp.config import register_configs  # noqa: E402
+from pruneexp.conf_store import register_configs  # noqa: E402
 from pruneexp.data import load_data  # noqa: E402
 from pruneexp.pruning.criteria import CRITERIA, criterion_config  # noqa: E402
 from pruneexp.pruning.oracle import oracle_correlations  # noqa: E402

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from pruneexp.cli import CONF_DIR
-from pruneexp.config import register_configs
+from pruneexp.conf_store import register_configs
 
 REPO = Path(__file__).resolve().parent.parent
 # Tiny but real: digits, two short phases; a full run takes about a second.

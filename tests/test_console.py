@@ -37,3 +37,25 @@ def test_list_gives_dataset_sizes_shapes_and_model_parameter_counts(capsys, monk
     assert "266,610 params (266,200 prunable) on input (1, 28, 28)" in text  # LeNet-300-100: 784*300+300*100+100*10 + biases
     assert "272,474 params" in text  # resnet20 on CIFAR-10 (He et al. 2016: 0.27M)
     assert "logger" in text and "tensorboard" in text
+
+
+def test_level_table_reads_flops_on_paths_where_they_differ_from_the_masks_count():
+    """The run's level table fits 80 columns: its FLOPs column reads connected_flop_ratio, headed
+    `path FLOPs`, where some level's differs from flop_ratio; the masks' count otherwise."""
+    from pruneexp.results.table import print_levels
+
+    def table(rows):
+        out = io.StringIO()
+        print_levels(rows, "t", Console(file=out, width=80))
+        return out.getvalue()
+
+    rows = [dict(level=0, name="dense", sparsity=0.0, effective_sparsity=0.0, nonzero_params=10, flop_ratio=1.0,
+                 connected_flop_ratio=1.0, val_acc=0.9, test_acc=0.9),
+            dict(level=1, name="pruned", sparsity=0.25, effective_sparsity=0.65, nonzero_params=7, flop_ratio=0.745,
+                 connected_flop_ratio=0.3466, val_acc=0.8, test_acc=0.8)]
+    text = table(rows)
+    assert "path" in text and "0.3466" in text and "0.7450" not in text and "…" not in text
+    same = [{**r, "connected_flop_ratio": r["flop_ratio"]} for r in rows]
+    assert "path" not in table(same) and "0.7450" in table(same)
+    old = [{k: v for k, v in r.items() if k != "connected_flop_ratio"} for r in rows]  # a record from before the column
+    assert "0.7450" in table(old)

@@ -98,7 +98,7 @@ def test_only_the_chosen_methods_options_exist(make_cfg):
 def test_comparable_view_fills_a_key_only_where_the_method_has_it():
     """Reports read a key a run predates at its neutral value, but only for methods that have the key:
     a group-lasso run is not labelled with L0's `ema`, a one-shot run not with RigL's `sparse_init`."""
-    from pruneexp.config import comparable_view
+    from pruneexp.conf_store import comparable_view
 
     old = {"regularizer": {"name": "l0", "strength": 0.1}, "schedule": {"name": "dst"}, "train": {"lr": 0.1}}
     view = comparable_view(old)

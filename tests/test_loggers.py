@@ -22,7 +22,7 @@ def logged(tmp_path_factory):
     from hydra import compose, initialize_config_dir
 
     from pruneexp.cli import CONF_DIR
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
 
     root = tmp_path_factory.mktemp("loggers")
     register_configs()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pruneexp.errors import PruneexpError
-from pruneexp.measure import count_layer_flops, effective_flops
+from pruneexp.measure import count_layer_flops, masked_flops
 from pruneexp.pruning.masks import MaskSet, prunable_weights
 
 
@@ -58,14 +58,14 @@ def test_state_dict_round_trip():
     assert again.equal(masks) and again.weights == masks.weights
 
 
-def test_flops_dense_and_effective():
+def test_flops_dense_and_masked():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
     masks = MaskSet.dense(prunable_weights(model))
     flops = count_layer_flops(model, (1, 8, 8), list(masks.weights))
     assert flops.per_weight == {"1.weight": 2 * 64 * 300, "3.weight": 2 * 300 * 100, "5.weight": 2 * 100 * 10}
     assert flops.total == sum(flops.per_weight.values())
     masks.masks["1.weight"][:, :32] = False  # half of layer 1
-    assert effective_flops(flops, masks) == flops.total - 64 * 300
+    assert masked_flops(flops, masks) == flops.total - 64 * 300
 
 
 def test_prunable_weights_are_found_by_parameter():

@@ -28,6 +28,8 @@ def test_default_oneshot_run_writes_every_file(make_cfg):
         row = levels.iloc[level]
         assert abs(row["sparsity"] * row["prunable_params"] - 0.9 * row["prunable_params"]) <= n_layers
         assert row["effective_flops"] < row["dense_flops"]
+        assert row["connected_flops"] <= row["effective_flops"]  # the weights on an input-to-output path, a subset
+        assert row["connected_flop_ratio"] == row["connected_flops"] / row["dense_flops"]
     assert levels.iloc[2]["test_acc"] > 0.8  # digits after a short fine-tune
     summary = json.loads((out.directory / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["levels"] == 3

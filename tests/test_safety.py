@@ -210,7 +210,7 @@ def test_the_slurm_launcher_config_composes_with_its_knobs():
     from hydra import compose, initialize_config_dir
 
     from pruneexp.cli import CONF_DIR
-    from pruneexp.config import register_configs
+    from pruneexp.conf_store import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

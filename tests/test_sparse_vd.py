@@ -239,3 +239,34 @@ def test_the_authors_dense_layer_samples_noise_from_clipped_weights():
         assert float(out.mean()) == pytest.approx(0.0, abs=4 * std / math.sqrt(len(x)) + 1e-3)
         assert float(out.std()) == pytest.approx(std, rel=0.03, abs=1e-3)
         assert not wrapped.keep().any()  # pruned at the end either way
+
+
+def test_a_training_step_computes_log_alpha_once_and_its_kl_is_the_kl_at_the_parameters():
+    """The training forward's log α (from `_Moments`) is what the step's KL reads: the same bits as
+    log α computed again from θ and log σ² (the same elementwise operations), so the loss is the one
+    a second computation would give, bit for bit; the KL consumes it (a later call without a forward
+    reads the parameters); a step whose KL weight is 0 drops it."""
+    from omegaconf import OmegaConf
+
+    from pruneexp.regularizers.sparse_vd import _KLSum
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4))
+    prunable = {n: p for n, p in model.named_parameters() if n.endswith("weight")}
+    svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd", kl_warmup="1it")))
+    svd.wrap(model, prunable, n_train=100)
+    with torch.no_grad():  # log α across the threshold and both clips
+        for layer in svd.layers.values():
+            layer.log_sigma2.copy_(torch.log(layer.weight.square()) + torch.randn_like(layer.weight) * 6)
+    model.train()(torch.randn(2, 1, 8, 8))
+    for layer in svd.layers.values():
+        assert torch.equal(layer._step_log_alpha.detach(), layer.log_alpha.detach())
+    again = sum(_KLSum.apply(layer.log_alpha) for layer in svd.layers.values()) / 100
+    assert torch.equal(svd.penalty(model, 5), again)
+    assert all(layer._step_log_alpha is None for layer in svd.layers.values())
+    model(torch.randn(2, 1, 8, 8))
+    assert svd.penalty(model, 0) is None and all(layer._step_log_alpha is None for layer in svd.layers.values())
+    log = svd.log()
+    assert log["kl"] == pytest.approx(float(again) * 100, rel=1e-6)
+    assert log["vd_sparsity"] == 1 - sum(int(layer.keep().sum()) for layer in svd.layers.values()) / sum(
+        layer.weight.numel() for layer in svd.layers.values())

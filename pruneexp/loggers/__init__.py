@@ -26,8 +26,8 @@ TRACKERS = {"tensorboard": ("pruneexp.loggers.tensorboard", "tensorboard"),
             "mlflow": ("pruneexp.loggers.mlflow", "mlflow"),
             "wandb": ("pruneexp.loggers.wandb", "wandb")}
 EVAL_METRICS = ("lr", "train_loss", "val_loss", "val_acc", "test_loss", "test_acc")
-LEVEL_METRICS = ("sparsity", "sparsity_all", "nonzero_params", "flop_ratio", "val_loss", "val_acc", "test_loss",
-                 "test_acc", "best_val_acc", "test_acc_at_best", "best_step", "train_steps")
+LEVEL_METRICS = ("sparsity", "sparsity_all", "effective_sparsity", "nonzero_params", "flop_ratio", "connected_flop_ratio",
+                 "val_loss", "val_acc", "test_loss", "test_acc", "best_val_acc", "test_acc_at_best", "best_step", "train_steps")
 
 
 class Tracker(Protocol):

@@ -1,4 +1,5 @@
-"""FLOPs of one forward pass, dense and effective under masks, counted by torch.utils.flop_counter."""
+"""FLOPs of one forward pass, dense, under the masks, and on input-to-output paths (the effective
+masks), counted by torch.utils.flop_counter."""
 
 from __future__ import annotations
 
@@ -71,11 +72,32 @@ def count_layer_flops(model: nn.Module, input_shape: tuple[int, ...], weights: l
     return LayerFlops(total=counter.total, per_weight=counter.per_weight)
 
 
-def effective_flops(flops: LayerFlops, masks: MaskSet) -> int:
+def masked_flops(flops: LayerFlops, masks: MaskSet) -> int:
     """FLOPs left when each layer's multiply-adds scale with its weight density:
-    F_eff = F_dense - sum_l F_l * (1 - nnz(m_l) / |m_l|)  (the count pruning papers report)."""
+    F_masked = F_dense - sum_l F_l * (1 - nnz(m_l) / |m_l|)  (the count pruning papers report). A
+    layer counted in `flops` that `masks` does not mask counts whole. With the masks as selected
+    this is levels.csv's `effective_flops` / `flop_ratio`; with the effective masks
+    (`pruning.masks.effective_chain`) it is `connected_flops`."""
     removed = 0.0
     for w, f in flops.per_weight.items():
-        mask = masks[w]
-        removed += f * (1.0 - int(mask.sum()) / mask.numel())
+        if w in masks:
+            mask = masks[w]
+            removed += f * (1.0 - int(mask.sum()) / mask.numel())
     return int(round(flops.total - removed))
+
+
+def connected_flops(flops: LayerFlops, effective: MaskSet | None) -> int | None:
+    """FLOPs of the weights on an input-to-output path: `masked_flops` under the effective masks of
+    the whole chain of layers (`effective_chain`: a kept weight counts only where its input and output
+    units are alive; Vysogorets & Kempe 2023, "Connectivity Matters", JMLR). A weight that reads a
+    removed unit computes nothing the output sees, so under channel pruning this is exactly the
+    FLOPs of the physically shrunk network (`pruning.shrink`), where the masks' own count still
+    charges the next layer's columns that read the removed units. `flops` must count every layer
+    the effective masks cover (count_layer_flops over `layer_weights`). None where the layers are
+    not a chain (effective masks unknown: residual nets, attention)."""
+    if effective is None:
+        return None
+    missing = [w for w in effective.weights if w not in flops.per_weight]
+    if missing:
+        raise ValueError(f"connected_flops: FLOPs not counted per weight for {missing}; count every layer weight")
+    return masked_flops(flops, effective)

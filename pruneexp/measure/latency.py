@@ -28,8 +28,8 @@ OK, NOT_APPLICABLE, MISMATCH, ERROR = "ok", "not applicable", "mismatch", "error
 
 # latency.csv columns, in order (machine columns last).
 COLUMNS = ("level", "name", "form", "batch_size", "status", "median_ms", "p10_ms", "p90_ms", "cv", "reps",
-           "speedup_vs_dense", "flop_ratio", "form_flop_ratio", "params", "equivalence_error", "tolerance",
-           "compile", "detail", "machine", "device", "device_name", "torch", "threads", "dtype")
+           "speedup_vs_dense", "flop_ratio", "connected_flop_ratio", "form_flop_ratio", "params", "equivalence_error",
+           "tolerance", "compile", "detail", "machine", "device", "device_name", "torch", "threads", "dtype")
 
 
 @dataclass(frozen=True)
@@ -93,15 +93,17 @@ def reference_outputs(model: nn.Module, masks: MaskSet, x: Tensor) -> Tensor:
 
 def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...], target: Target, *,
                   level: int = 0, name: str = "", flop_ratio: float | None = None,
-                  seed: int = 0) -> list[dict[str, Any]]:
+                  connected_flop_ratio: float | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """Rows of latency.csv for one level: every form in `target.forms` at every batch size.
 
     Each form is built once, checked on a random batch (seeded) of each batch size against the
     masked model with `equivalence_error <= target.tolerance`, then timed under the target's thread
     count, dtype and protocol. `speedup_vs_dense` = dense median / form median (same level and batch
-    size); `flop_ratio` is the level's effective FLOP ratio (what papers report), `form_flop_ratio`
-    the FLOPs the form executes (counted with torch.utils.flop_counter; blank for sparse kernels,
-    which it does not count) over the dense FLOPs.
+    size); `flop_ratio` is the level's FLOP ratio by its masks (what papers report),
+    `connected_flop_ratio` by its effective masks (weights on an input-to-output path: the ideal
+    speedup is 1 / it; blank where the network is not a chain), `form_flop_ratio` the FLOPs the form
+    executes (counted with torch.utils.flop_counter; blank for sparse kernels, which it does not
+    count) over the dense FLOPs.
     """
     rows: list[dict[str, Any]] = []
     with fixed_threads(target.threads) as threads:
@@ -113,7 +115,8 @@ def measure_level(model: nn.Module, masks: MaskSet, input_shape: tuple[int, ...]
         dense_flops = None
         dense_ms: dict[int, float] = {}
         for form in target.forms:
-            base = dict(level=level, name=name, form=form, flop_ratio=flop_ratio, compile=target.compile, **info)
+            base = dict(level=level, name=name, form=form, flop_ratio=flop_ratio, connected_flop_ratio=connected_flop_ratio,
+                        compile=target.compile, **info)
             try:
                 built = FORMS.get(form)(model, masks, spec)
             except NotApplicable as why:

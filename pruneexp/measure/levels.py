@@ -26,23 +26,26 @@ class LevelTimer:
         self._timed: set[int] = set()
         self._count = 0
 
-    def _time(self, level: int, name: str, model: nn.Module, masks: MaskSet, flop_ratio: float | None) -> None:
+    def _time(self, level: int, name: str, model: nn.Module, masks: MaskSet, flop_ratio: float | None,
+              connected_flop_ratio: float | None = None) -> None:
         self.rows.extend(measure_level(model, masks, self.input_shape, self.target, level=level, name=name,
-                                       flop_ratio=flop_ratio, seed=self.seed))
+                                       flop_ratio=flop_ratio, connected_flop_ratio=connected_flop_ratio, seed=self.seed))
         self._timed.add(level)
 
-    def seen(self, level: int, name: str, model: nn.Module, masks: MaskSet, flop_ratio: float | None) -> bool:
+    def seen(self, level: int, name: str, model: nn.Module, masks: MaskSet, flop_ratio: float | None,
+             connected_flop_ratio: float | None = None) -> bool:
         """Time this level now if it is selected without knowing the last level; True if timed."""
         first = self._count == 0
         self._count += 1
         if self.choice == "all" or (self.choice == "ends" and first):
-            self._time(level, name, model, masks, flop_ratio)
+            self._time(level, name, model, masks, flop_ratio, connected_flop_ratio)
             return True
         return False
 
-    def finish(self, level: int, name: str, model: nn.Module, masks: MaskSet, flop_ratio: float | None) -> bool:
+    def finish(self, level: int, name: str, model: nn.Module, masks: MaskSet, flop_ratio: float | None,
+             connected_flop_ratio: float | None = None) -> bool:
         """Time the final level (ends, final) if not timed yet; True if timed."""
         if self.choice in ("ends", "final") and level not in self._timed:
-            self._time(level, name, model, masks, flop_ratio)
+            self._time(level, name, model, masks, flop_ratio, connected_flop_ratio)
             return True
         return False

@@ -364,13 +364,20 @@ def with_dense_rest(model: nn.Module, masks: MaskSet, layer_types: Iterable[str]
     return MaskSet({n: masks[n] if n in masks.weights else torch.ones_like(p, dtype=torch.bool) for n, p in every.items()})
 
 
-def effective_counts(model: nn.Module, masks: MaskSet, layer_types: Iterable[str] = ("linear", "conv")) -> dict[str, int] | None:
-    """Per prunable weight of `masks`, how many kept entries lie on an input-to-output path
-    (effective_masks over the whole chain of `layer_types` layers, unpruned ones counted whole);
+def effective_chain(model: nn.Module, masks: MaskSet, layer_types: Iterable[str] = ("linear", "conv")) -> MaskSet | None:
+    """effective_masks over the whole chain of `layer_types` layers, the ones `masks` leaves
+    unmasked counted whole (with_dense_rest): a mask for every layer weight, the unpruned layers'
+    included (an excluded classifier's columns that read removed units are off every path too).
     None where the layers are not a chain or `masks` prunes a layer outside it."""
     full = with_dense_rest(model, masks, layer_types)
     if any(w not in full.masks for w in masks.weights):
         return None
-    eff = effective_masks(model, full)
+    return effective_masks(model, full)
+
+
+def effective_counts(model: nn.Module, masks: MaskSet, layer_types: Iterable[str] = ("linear", "conv")) -> dict[str, int] | None:
+    """Per prunable weight of `masks`, how many kept entries lie on an input-to-output path
+    (effective_chain); None where the layers are not a chain or `masks` prunes a layer outside it."""
+    eff = effective_chain(model, masks, layer_types)
     return None if eff is None else {w: int(eff[w].sum()) for w in masks.weights}
 

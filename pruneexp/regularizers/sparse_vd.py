@@ -215,8 +215,9 @@ class SparseVD(WrapsLayers):
         return self.weight_now * sum(layer.kl() for layer in self.layers.values()) / self.n_train
 
     def log(self) -> dict[str, Any]:
-        with torch.no_grad():
-            kl = -float(sum(neg_kl_sum(layer.log_alpha) for layer in self.layers.values()))
-            kept = sum(int(layer.keep().sum()) for layer in self.layers.values())
+        with torch.no_grad():  # log α once per layer here too: the KL and the weights kept read it
+            alphas = [(layer, layer.log_alpha) for layer in self.layers.values()]
+            kl = -float(sum(neg_kl_sum(la) for _, la in alphas))
+            kept = sum(int((la < layer.threshold).sum()) for layer, la in alphas)
             total = sum(layer.weight.numel() for layer in self.layers.values())
         return dict(kl_weight=self.weight_now, kl=kl, vd_sparsity=1 - kept / max(1, total))

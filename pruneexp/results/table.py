@@ -38,11 +38,21 @@ def missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _differs(rows: list[dict[str, Any]], key: str, direct: str) -> bool:
+    """Whether some row's `key` (an effective reading) differs from its `direct` reading at 4 digits."""
+    return any(not missing(r.get(key)) and not missing(r.get(direct)) and f"{r[key]:.4f}" != f"{r[direct]:.4f}"
+               for r in rows)
+
+
 def level_table(rows: list[dict[str, Any]], title: str) -> Table:
-    """levels.csv rows as a rich table (perplexity in place of accuracy for a language model); the effective sparsity only where some level's differs from
-    its sparsity (units removed, or weights cut off from every path), so that it fits 80 columns."""
-    columns = [c for c in COLUMNS if c[0] != "effective_sparsity" or any(
-        not missing(r.get("effective_sparsity")) and f"{r['effective_sparsity']:.4f}" != f"{r['sparsity']:.4f}" for r in rows)]
+    """levels.csv rows as a rich table, in 80 columns, perplexity in place of accuracy for a language
+    model. The effective sparsity is shown beside the sparsity only where some level's differs (units
+    removed, or weights cut off from every path); the FLOPs column then reads the FLOPs on
+    input-to-output paths (`connected_flop_ratio`, the shrunk network's under channel pruning)
+    instead of the masks' count, and says so in its header."""
+    columns = [c for c in COLUMNS if c[0] != "effective_sparsity" or _differs(rows, "effective_sparsity", "sparsity")]
+    if _differs(rows, "connected_flop_ratio", "flop_ratio"):
+        columns = [("connected_flop_ratio", "path FLOPs", c[2]) if c[0] == "flop_ratio" else c for c in columns]
     if any(not missing(r.get("test_ppl")) for r in rows):  # a language model is read by its perplexity
         columns = [PPL_COLUMNS.get(c[0], c) for c in columns]
     cells = [["" if missing(row.get(key)) else fmt.format(row[key]) for key, _, fmt in columns] for row in rows]

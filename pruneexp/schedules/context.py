@@ -92,10 +92,16 @@ class RunContext:
     def dense_masks(self, model: nn.Module) -> MaskSet:
         return MaskSet.dense(self.prunable(model))
 
-    def live_units(self, model: nn.Module, masks: MaskSet) -> str:
-        """`live_units` (the architecture `shrink` leaves) over every layer of the prunable types,
-        those `prune.exclude` leaves dense counted whole (e.g. an unpruned classifier)."""
-        return live_units(model, with_dense_rest(model, masks, self.cfg.prune.layer_types))
+    def with_live_units(self, level: Level) -> Level:
+        """`level` with the architecture `shrink` leaves in its metrics, `live_units` (pruning.masks:
+        "i-h1-h2-o" for a chain of layers, '' otherwise), over every layer of the prunable types, those
+        `prune.exclude` leaves dense counted whole (e.g. an unpruned classifier). The methods that
+        learn their sparsity while training (dst, gmp, movement) report it for their trained network;
+        a level restored with it keeps its own."""
+        if "live_units" not in level.metrics:
+            chain = with_dense_rest(level.model, level.masks, self.cfg.prune.layer_types)
+            level.metrics["live_units"] = live_units(level.model, chain)
+        return level
 
     # ---- training ----------------------------------------------------------------------------
     def train_cfg(self, overrides: Any = None) -> Any:

@@ -234,5 +234,5 @@ def dst(ctx: RunContext) -> Iterator[Level]:
 
     trained = ctx.level(1, "trained", model, masks, run)
     if not trained.restored:
-        trained.metrics.update(dst_updates=len(hook.history), live_units=ctx.live_units(model, trained.masks))
-    yield trained
+        trained.metrics.update(dst_updates=len(hook.history))
+    yield ctx.with_live_units(trained)

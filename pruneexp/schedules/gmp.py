@@ -125,8 +125,7 @@ def gmp(ctx: RunContext) -> Iterator[Level]:
             hook.update(model, 0, masks, evaluate=True)
         return masks, ctx.train(model, masks, train_cfg, "gmp", n + 1, sparsifier=hook)
 
-    trained = ctx.level(n + 1, "trained", model, masks, run)
-    trained.metrics.setdefault("live_units", ctx.live_units(model, trained.masks))  # the architecture `shrink` leaves
+    trained = ctx.with_live_units(ctx.level(n + 1, "trained", model, masks, run))  # the architecture `shrink` leaves
     for k, t, update_masks, metrics in hook.updates:
         yield Level(k, names[k], model, update_masks, metrics, weights=False, flush=False)
     yield trained

@@ -192,6 +192,4 @@ def movement(ctx: RunContext) -> Iterator[Level]:
             p.requires_grad_(True)
         return masks, result
 
-    trained = ctx.level(1, "trained", model, dense, run)
-    trained.metrics.setdefault("live_units", ctx.live_units(model, trained.masks))
-    yield trained
+    yield ctx.with_live_units(ctx.level(1, "trained", model, dense, run))
