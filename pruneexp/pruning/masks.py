@@ -163,10 +163,14 @@ class MaskSet:
         return MaskSet({k: v.to(device) for k, v in self.masks.items()}, self.weights)
 
     @torch.no_grad()
-    def apply_(self, model: nn.Module) -> None:
-        """Zero every masked-out entry of the model's parameters, in place."""
+    def apply_(self, model: nn.Module, skip: Iterable[str] = ()) -> None:
+        """Zero every masked-out entry of the model's parameters, in place; the masks named in `skip`
+        are left out (a prune step's frozen layers: their masks, unchanged, are applied already)."""
         params = dict(model.named_parameters())
+        skip = set(skip)
         for name, mask in self.masks.items():
+            if name in skip:
+                continue
             params[name].mul_(mask.to(params[name].device))  # a no-op move unless the layer was offloaded
 
     def binder(self, model: nn.Module, skip_dense: bool = True) -> "MaskApplier":

@@ -60,5 +60,5 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
         new = with_channel_footprint(model, new)
     if scored.update is not None:
         scored.update(model, new)
-    new.apply_(model)
+    new.apply_(model, skip=frozen)  # frozen layers kept their masks, applied before: block-by-block pruning stays O(blocks)
     return new
