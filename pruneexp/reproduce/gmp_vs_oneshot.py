@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, plot_panels, register
 from pruneexp.results.store import RunStore
 
@@ -111,4 +112,7 @@ register(Reproduction(
     # the checked sparsities, 3 000 steps in all per run, one seed
     fast_setups=setups(FAST_STEPS, CHECKED_AT),
     fast_seeds=(0,),
+    # no paper number to mark: Zhu & Gupta report no LeNet-300-100 result
+    view=View(curve=lambda row: {"oneshot": "prune+FT"}.get(str(row.get("schedule.name", "gmp")), str(row.get("schedule.name", "gmp"))),
+              order=("gmp", "prune+FT")),
 ))

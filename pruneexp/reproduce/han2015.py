@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from pruneexp.report import PaperPoint, View, pretty
 from pruneexp.reproduce import Check, Reproduction, claim_check, pct, plot_panels, register
 from pruneexp.results.store import RunStore
 
@@ -116,4 +117,9 @@ register(Reproduction(
                  "lenet5_caffe": [*base("lenet5_caffe"), "train.duration=1000it", "schedule.finetune.duration=300it"]},
     fast=["schedule.levels=3", "train.eval_every=1000it"],
     fast_seeds=(0,),
+    view=View(curve=lambda row: "iterative pruning"),  # one method; the panels are the networks
+    # Table 1: dense and pruned error, the pruned network at 8 % of the weights (12x)
+    paper_points=tuple(PaperPoint(pretty(net), "iterative pruning", remaining, 1 - err, f"Table 1, {what}")
+                       for net, (dense, pruned) in PAPER.items()
+                       for remaining, err, what in ((1.0, dense, "dense"), (0.08, pruned, "pruned to 8 %"))),
 ))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, pct, register
 
 TOLERANCE = 0.005  # 0.5 accuracy points below the dense network still counts as "keeps"
@@ -66,4 +67,7 @@ register(Reproduction(
     # 12 levels reach 6.9 % of the weights (the <= 7 % claim); 1 500 iterations per level, one seed
     fast=["schedule.levels=12", "train.duration=1500it", "train.eval_every=250it"],
     fast_seeds=(0,),
+    # no paper number to mark: Figures 3-4 give curves, not a table
+    view=View(curve=lambda row: {"rewind": "ticket"}.get(str(row["schedule.retrain"]), str(row["schedule.retrain"])),
+              order=("ticket", "reinit")),
 ))

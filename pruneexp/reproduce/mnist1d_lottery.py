@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, register
 
 MARGIN = 0.05  # ticket - random mask, in accuracy (paper: ~0.10)
@@ -51,4 +52,8 @@ register(Reproduction(
     fast=["schedule.levels=5", "schedule.rate=0.36", "train.duration=1500it"],
     fast_seeds=(0,),
     metric="test_acc",
+    view=View(curve=lambda row: {"rewind": "ticket"}.get(str(row["schedule.retrain"]), str(row["schedule.retrain"])),
+              order=("ticket", "random_mask")),
+    archives={"mnist1d_lottery_fast_3seeds": "the fast setups over 3 seeds (a `pruneexp report` of an imp sweep)",
+              "mnist1d_lottery_notebook_seed0": "the notebook's 45-level schedule, seed 0"},
 ))

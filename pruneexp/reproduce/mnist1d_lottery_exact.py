@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, claim_check, register
 
 MARGIN = 0.05  # ticket - random mask (notebook: ~0.11), as mnist1d_lottery
@@ -87,6 +88,11 @@ def ablation_label(row: pd.Series) -> str:
 
     changed = [f"{k.split('.')[-1]}={shown(row[k])}" for k in EXACT if k in row and shown(row[k]) != str(EXACT[k])]
     return ", ".join(changed) or "exact"
+
+
+def retrain(row: pd.Series) -> str:
+    """A setup's curve: the ticket (rewound to its initial weights) or the random mask."""
+    return {"rewind": "ticket", "random_mask": "random mask"}.get(str(row["schedule.retrain"]), str(row["schedule.retrain"]))
 
 
 def pct(x: float) -> str:
@@ -175,6 +181,7 @@ register(Reproduction(
     # seed) checks the same claims on that shorter path.
     fast_setups=controls(*FAST_ROUNDS, []),
     fast_seeds=(0, 1, 2),
+    view=View(curve=retrain, order=("ticket", "random mask")),
 ))
 
 register(Reproduction(
@@ -185,4 +192,5 @@ register(Reproduction(
     check=check_ablation,
     metric="test_acc",
     fast_setups=ablation_setups(FAST_ROUNDS),
+    view=View(panel=ablation_label, curve=retrain, order=("exact", "ticket", "random mask")),
 ))

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, register
 
 STEPS, FAST_STEPS = 5_500, 1_000  # 10 epochs of 550 batches of 100 (55 000 training examples)
@@ -197,4 +198,5 @@ register(Reproduction(
     check_runs=check_runs,
     plot=plot,
     prepare=prepare,
+    view=View(curve=lambda row: METHODS.get(str(row.get("schedule.name")), str(row.get("schedule.name"))), order=tuple(METHODS.values())),
 ))

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from pruneexp.report import PaperPoint, View, pretty
 from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, plot_panels, register
 
 PAPER_ERROR = {("lenet_300_100", 0.90): 0.0191, ("lenet_300_100", 0.95): 0.016, ("lenet_300_100", 0.98): 0.024,
@@ -123,4 +124,6 @@ register(Reproduction(
     # is checked by the full variant only
     fast_setups=setups(FAST_STEPS, FAST_AT, evals=1),
     fast_seeds=(0,),
+    view=View(curve=lambda row: str(row.get("criterion.name", "snip")), order=("snip", "random")),
+    paper_points=tuple(PaperPoint(pretty(net), "snip", 1 - s, 1 - err, "SNIP, Table 2") for (net, s), err in PAPER_ERROR.items()),
 ))
