@@ -129,7 +129,9 @@ def panel_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
                 if shared:
                     break
             name = panel if kind == "final" else f"{panel + ': ' if panel else ''}pruned, before fine-tuning"
-            name += f"{' (' if name else '('}dense {100 * float(dense['mean'].mean()):.2f} %)" if len(dense) and shared else ""
+            if len(dense) and shared:
+                value = f"dense {100 * float(dense['mean'].mean()):.2f} %"
+                name = f"{name} ({value})" if name else value
             for _, m in marks.iterrows():
                 ax.plot([100 * float(m["remaining"])], [100 * float(m["value"])], marker="*", markersize=12, linestyle="none",
                         color=colour.get(m["curve"], "black"), markeredgecolor="black", label=f"paper: {m['label']}")

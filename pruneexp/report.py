@@ -372,6 +372,9 @@ class View:
     panel: Callable[[pd.Series], str] | None = None
     curve: Callable[[pd.Series], str] | None = None
     order: tuple[str, ...] = ()  # panels and curves named here come first, in this order (the others after, as met)
+    # 'sweep': each setup's last level only, a method's setups joined across sparsities, even where a
+    # setup walks through sparsities itself (gmp: what is compared is where it ends); None: `choose_picture`
+    picture: str | None = None
 
 
 PANEL_KEYS = ("model.name", "dataset.name")
@@ -435,7 +438,7 @@ def curve_points(table: pd.DataFrame, metric: str, view: View | None = None, pic
     Untrained levels (at_init's 'init') are no point. Columns: panel, curve, kind, remaining, mean,
     std, seeds, level, name."""
     panel_of, curve_of = view_functions(table, view)
-    picture = picture or choose_picture(table)
+    picture = picture or (view.picture if view else None) or choose_picture(table)
     rows = []
     setups = list(table.groupby("setup", sort=False))
     labels = {setup: (panel_of(g.iloc[0]), curve_of(g.iloc[0])) for setup, g in setups}
@@ -443,7 +446,7 @@ def curve_points(table: pd.DataFrame, metric: str, view: View | None = None, pic
     for setup, group in setups:
         group = group.sort_values("level")
         panel, curve = labels[setup]
-        trained = group[group["name"] != "init"]
+        trained = group[(group["name"] != "init") & group[f"{metric}_mean"].notna()]  # evaluated levels only
         if trained.empty:
             continue
         final_remaining = trained.iloc[-1]["remaining_mean"]
@@ -524,7 +527,7 @@ def read_table(source: Path | str | io.StringIO) -> pd.DataFrame:
     """An aggregated table as table.csv holds it (floats read back to the bit), its setups labelled
     by today's `setup_label`. The report and the checks read every table through this, whether it
     was aggregated from runs a moment ago or committed long since, so both give the same files."""
-    table = pd.read_csv(source, float_precision="round_trip")
+    table = pd.read_csv(source)  # pandas >= 3 reads every float back to the bit (checked by the rebuild test)
     for col in TEXT:
         if col in table:
             table[col] = table[col].fillna("").astype(str)
@@ -661,7 +664,7 @@ def write_report(table: pd.DataFrame, out: Path, metric: str, title: str, view: 
     numbers as stars) from an aggregated table, into `out`; the same bytes from the same table.
     Returns the files and the picture ('sweep' or 'levels', see `choose_picture`)."""
     out.mkdir(parents=True, exist_ok=True)
-    picture = picture or choose_picture(table)
+    picture = picture or (view.picture if view else None) or choose_picture(table)
     points = curve_points(table, metric, view, picture)
     files = [out / "table.csv", out / "table.md", out / "accuracy_vs_sparsity.png"]
     atomic_write(files[0], lambda p: table.to_csv(p, index=False))
