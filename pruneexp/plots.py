@@ -152,9 +152,9 @@ def panel_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
     return fig
 
 
-def _legend_below(fig: Any, axes: Any, fontsize: int = 7, width: int = 110, last: tuple[str, ...] = ()) -> None:
+def _legend_below(fig: Any, axes: Any, fontsize: int = 7, width: int | None = None, last: tuple[str, ...] = ()) -> None:
     """One legend for the whole figure, below its axes (the labels of every axis in `axes`, each once,
-    long ones wrapped at `width` characters), the figure made taller by its lines. A legend inside an
+    long ones wrapped at `width` characters, default: what fits the figure), the figure made taller by its lines. A legend inside an
     axis hides points and, when a setup label (e.g. `model.init=conv:glorot_uniform,...`) is wider than
     the axis, squeezes the axes under tight_layout; below them it costs height, not the data's room.
     Labels that start with one of `last` go after the others. Needs a figure made with
@@ -169,6 +169,8 @@ def _legend_below(fig: Any, axes: Any, fontsize: int = 7, width: int = 110, last
         return
     if last:  # references (dense, the paper's numbers) after the curves
         seen = dict(sorted(seen.items(), key=lambda item: item[0].startswith(last)))
+    # wrapped to the figure's width (a character is about 0.55 of the font size wide): none runs off its edge
+    width = width or int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 8
     labels = [textwrap.fill(label, width, subsequent_indent="  ") for label in seen]
     ncol = 2 if max(len(label) for label in labels) <= width // 2 - 5 and len(labels) > 3 else 1
     lines = sum(label.count("\n") + 1 for label in labels) if ncol == 1 else -(-len(labels) // ncol)

@@ -117,7 +117,7 @@ register(Reproduction(
                  "lenet5_caffe": [*base("lenet5_caffe"), "train.duration=1000it", "schedule.finetune.duration=300it"]},
     fast=["schedule.levels=3", "train.eval_every=1000it"],
     fast_seeds=(0,),
-    view=View(curve=lambda row: "iterative pruning"),  # one method; the panels are the networks
+    view=View(curve=lambda row: "iterative pruning", order=("LeNet-300-100", "LeNet-5-Caffe")),  # one method; a panel per network
     # Table 1: dense and pruned error, the pruned network at 8 % of the weights (12x)
     paper_points=tuple(PaperPoint(pretty(net), "iterative pruning", remaining, 1 - err, f"Table 1, {what}")
                        for net, (dense, pruned) in PAPER.items()

@@ -41,6 +41,11 @@ def check(table: pd.DataFrame) -> list[Check]:
     ]
 
 
+def retrain(row: pd.Series) -> str:
+    """A setup's curve in the report's figure: the ticket (rewound to its initial weights) or the random mask."""
+    return {"rewind": "ticket", "random_mask": "random mask"}.get(str(row["schedule.retrain"]), str(row["schedule.retrain"]))
+
+
 register(Reproduction(
     name="mnist1d_lottery",
     paper="Greydanus 2020, MNIST-1D lottery tickets",
@@ -52,8 +57,7 @@ register(Reproduction(
     fast=["schedule.levels=5", "schedule.rate=0.36", "train.duration=1500it"],
     fast_seeds=(0,),
     metric="test_acc",
-    view=View(curve=lambda row: {"rewind": "ticket"}.get(str(row["schedule.retrain"]), str(row["schedule.retrain"])),
-              order=("ticket", "random_mask")),
+    view=View(curve=retrain, order=("ticket", "random mask")),
     archives={"mnist1d_lottery_fast_3seeds": "the fast setups over 3 seeds (a `pruneexp report` of an imp sweep)",
               "mnist1d_lottery_notebook_seed0": "the notebook's 45-level schedule, seed 0"},
 ))

@@ -28,6 +28,7 @@ import pandas as pd
 
 from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, claim_check, register
+from pruneexp.reproduce.mnist1d_lottery import retrain
 
 MARGIN = 0.05  # ticket - random mask (notebook: ~0.11), as mnist1d_lottery
 TOLERANCE = 0.01  # ticket may fall this far below dense and still count (notebook: ~0.08 above)
@@ -88,11 +89,6 @@ def ablation_label(row: pd.Series) -> str:
 
     changed = [f"{k.split('.')[-1]}={shown(row[k])}" for k in EXACT if k in row and shown(row[k]) != str(EXACT[k])]
     return ", ".join(changed) or "exact"
-
-
-def retrain(row: pd.Series) -> str:
-    """A setup's curve: the ticket (rewound to its initial weights) or the random mask."""
-    return {"rewind": "ticket", "random_mask": "random mask"}.get(str(row["schedule.retrain"]), str(row["schedule.retrain"]))
 
 
 def pct(x: float) -> str:

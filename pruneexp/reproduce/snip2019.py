@@ -124,6 +124,6 @@ register(Reproduction(
     # is checked by the full variant only
     fast_setups=setups(FAST_STEPS, FAST_AT, evals=1),
     fast_seeds=(0,),
-    view=View(curve=lambda row: str(row.get("criterion.name", "snip")), order=("snip", "random")),
+    view=View(curve=lambda row: str(row.get("criterion.name", "snip")), order=("LeNet-300-100", "LeNet-5-Caffe", "snip", "random")),
     paper_points=tuple(PaperPoint(pretty(net), "snip", 1 - s, 1 - err, "SNIP, Table 2") for (net, s), err in PAPER_ERROR.items()),
 ))
