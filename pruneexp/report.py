@@ -635,13 +635,25 @@ def make_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc"
     if not lat.empty:
         if lat["curve"].nunique() > 1:
             lat["form"] = lat["curve"] + ": " + lat["form"]
-        pruned = lat[lat["remaining"] < 1.0]
-        if not pruned.empty:
-            files.append(out / "speedup_vs_sparsity.png")
-            plots.save(plots.speedup_curves(lat, title), files[-1])
-            files.append(out / "accuracy_vs_speedup.png")
-            plots.save(plots.accuracy_vs_speedup(lat, metric, title), files[-1])
+        files += write_latency(pd.read_csv(io.StringIO(lat.to_csv(index=False))), out, metric, title)
     return Report(table, picture, files, runs, skipped, [] if incomplete == "skip" else not_complete, found.missing)
+
+
+LATENCY = "latency.csv"  # the timed rows behind the latency figures, kept beside table.csv
+
+
+def write_latency(lat: pd.DataFrame, out: Path, metric: str, title: str) -> list[Path]:
+    """latency.csv (the runs' timed latency rows, each with its level's weights remaining and
+    `metric`: what the latency figures are drawn from, so that a report rebuilt without its runs
+    redraws them) and, where a level is pruned, speedup_vs_sparsity.png and accuracy_vs_speedup.png."""
+    files = [out / LATENCY]
+    atomic_write(files[0], lambda p: lat.to_csv(p, index=False))
+    if (lat["remaining"] < 1.0).any():
+        files.append(out / "speedup_vs_sparsity.png")
+        plots.save(plots.speedup_curves(lat, title), files[-1])
+        files.append(out / "accuracy_vs_speedup.png")
+        plots.save(plots.accuracy_vs_speedup(lat, metric, title), files[-1])
+    return files
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,23 @@ def test_curve_points_take_the_dense_reference_only_from_a_trained_dense_level()
     assert at[("a", "before")]["mean"] == pytest.approx(0.9) and at[("a", "final")]["mean"] == pytest.approx(0.96)
     # at_init's level 0 is untrained: no dense line; its final level is "trained", not fine-tuned: no "before" point
     assert ("b", "dense") not in at and ("b", "before") not in at and at[("b", "final")]["mean"] == pytest.approx(0.8)
+
+
+def test_a_report_rebuilt_from_its_table_is_the_report_of_the_runs(sweep, tmp_path):
+    """What `--report-only` does on a fresh clone (the committed table.csv and latency.csv, no runs)
+    gives the bytes that the report of the runs gave: table.csv, table.md and every figure."""
+    from pruneexp.report import LATENCY, read_table, write_latency, write_report
+
+    _, folder, _ = sweep
+    first = tmp_path / "from_runs"
+    report = make_report([folder], first, title="sweep")
+    assert (first / LATENCY).exists() and first / LATENCY in report.files
+    again = tmp_path / "from_table"
+    again.mkdir()
+    for name in ("table.csv", LATENCY):
+        (again / name).write_bytes((first / name).read_bytes())
+    write_report(read_table(again / "table.csv"), again, "test_acc", "sweep")
+    write_latency(pd.read_csv(again / LATENCY), again, "test_acc", "sweep")
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in first.iterdir())
+    for path in sorted(first.iterdir()):
+        assert (again / path.name).read_bytes() == path.read_bytes(), path.name

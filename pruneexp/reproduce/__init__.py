@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pruneexp.errors import PruneexpError
 from pruneexp.registry import Registry, import_modules
-from pruneexp.report import PaperPoint, View, build_report, read_table, rich_table, write_report
+from pruneexp.report import LATENCY, PaperPoint, View, build_report, read_table, rich_table, write_latency, write_report
 from pruneexp.results.store import write_csv, write_text
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
@@ -226,6 +226,8 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
         # what only the run directories hold (their checks, which levels each run holds) as committed
         table = read_table(committed)
         write_report(table, out, spec.metric, title, spec.view, spec.paper_points)
+        if (out / LATENCY).exists():  # reports written before it was kept: their latency figures stay as committed
+            write_latency(pd.read_csv(out / LATENCY), out, spec.metric, title)
         coverage = committed_coverage(out)
     else:
         raise PruneexpError(f"No run of {name} is on disk under {results_dir}"
