@@ -39,20 +39,30 @@ class Check:
     source: str = "table"  # what it was computed from: "table" (table.csv) or "runs" (the run directories' own files)
 
 
+def no_checks(table: pd.DataFrame) -> list[Check]:
+    """The table's checks of a reproduction whose claims are all read from the runs (`check_runs`)."""
+    return []
+
+
 @dataclass
 class Reproduction:
+    """A paper reproduction, declared: what to run (setups x seeds on top of conf/experiment/NAME.yaml,
+    and a cut-down `fast` variant), what to check (`check` on the aggregated table, `check_runs` on
+    the run folders, `fast_check`), and how its report shows it (`metric`, `view`, `paper_points`,
+    a `plot` of its own). `reproduce` does the rest the same way for all of them."""
+
     name: str  # also conf/experiment/<name>.yaml
     paper: str
     setups: dict[str, list[str]]  # label -> overrides on top of the experiment
-    seeds: tuple[int, ...]
-    check: Callable[[pd.DataFrame], list[Check]]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    check: Callable[[pd.DataFrame], list[Check]] = no_checks
     fast: list[str] = field(default_factory=list)  # overrides of the cut-down variant (CI)
     fast_seeds: tuple[int, ...] = (0,)
     fast_setups: dict[str, list[str]] | None = None  # the fast variant's setups, where they differ (None: `setups`)
     plot: Callable[[pd.DataFrame, Path], None] | None = None  # a figure of its own beside the report's (table, folder)
     # a figure drawn from the run directories themselves (e.g. levels.csv's FLOPs), beside the report's (runs, folder)
     plot_runs: Callable[[list[Path], Path], None] | None = None
-    metric: str = "test_acc_at_best"  # what the plot shows
+    metric: str = "test_acc"  # what the report's figure and compact table show
     ci: bool = False  # CI runs the fast variant (`pruneexp reproduce --ci`, `make reproduce-fast`)
     # claims read from the run directories themselves (e.g. latency.csv), beside those on the table
     check_runs: Callable[[list[Path]], list[Check]] | None = None
@@ -77,6 +87,13 @@ class Reproduction:
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
+
+
+def retrain(row: pd.Series) -> str:
+    """An imp setup's curve in the report's figure, by what follows each pruning round: `ticket`
+    (rewound to the initial weights), `reinit`, `random mask`, or the mode's own name."""
+    mode = str(row.get("schedule.retrain"))
+    return {"rewind": "ticket", "random_mask": "random mask"}.get(mode, mode)
 
 
 def pct(x: float) -> str:
@@ -347,6 +364,12 @@ def checks_table(checks: list[Check], title: str) -> Table:
     return table
 
 
+def module_of(spec: Reproduction) -> str:
+    """The module that declares `spec` (that of its first function not defined here)."""
+    functions = (spec.check, spec.check_runs, spec.fast_check, spec.plot, spec.plot_runs, spec.prepare)
+    return next((f.__module__ for f in functions if f is not None and f.__module__ != __name__), __name__)
+
+
 def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, cpu_s: float, fast: bool, spec: Reproduction,
                  coverage: list[str] = (), report_only: bool = False, from_table: bool = False) -> None:
     write_csv(out / "checks.csv", [dict(claim=c.claim, paper=c.paper, ours=c.ours, tolerance=c.tolerance, verdict=verdict(c),
@@ -360,7 +383,7 @@ def write_checks(checks: list[Check], out: Path, title: str, wall_s: float, cpu_
     setups = spec.fast_setups if fast and spec.fast_setups else spec.setups
     lines = [f"# {title}", "", f"Command: `{command}`; setups: {', '.join(setups)}; seeds: {', '.join(map(str, seeds))}; {timing}.",
              *([f"Fast variant overrides: `{' '.join(spec.fast)}`."] if fast and spec.fast else []),
-             *([f"Fast variant setups ({spec.check.__module__.replace('.', '/')}.py): "
+             *([f"Fast variant setups ({module_of(spec).replace('.', '/')}.py): "
                 + "; ".join(f"{k}: `{' '.join(v)}`" for k, v in setups.items()) + "."] if fast and spec.fast_setups else []), "",
              "| claim | paper | ours | tolerance | verdict |", "|---|---|---|---|---|"]
     lines += [f"| {c.claim}{' (runs)' if c.source == 'runs' else ''} | {c.paper} | {c.ours} | {c.tolerance} | {verdict(c)} |"

@@ -91,14 +91,11 @@ register(Reproduction(
     name="gmp_vs_oneshot",
     paper="Zhu & Gupta 2017, gradual vs one-shot magnitude pruning at equal steps, LeNet-300-100 on MNIST",
     setups=setups(STEPS, (*CHECKED_AT, *REPORTED_AT)),  # the checked sparsities first: a partial run holds them
-    seeds=(0, 1, 2),
     check=check,
     check_runs=check_runs,
-    metric="test_acc",
     ci=True,
     # the checked sparsities, 3 000 steps in all per run, one seed
     fast_setups=setups(FAST_STEPS, CHECKED_AT),
-    fast_seeds=(0,),
     # no paper number to mark: Zhu & Gupta report no LeNet-300-100 result
     view=View(curve=lambda row: {"oneshot": "prune+FT"}.get(str(row.get("schedule.name", "gmp")), str(row.get("schedule.name", "gmp"))),
               order=("gmp", "prune+FT"), picture="sweep"),

@@ -55,7 +55,6 @@ register(Reproduction(
     check=check,
     fast_check=fast_check,
     fast=["train.duration=12ep", "train.eval_every=2ep"],
-    metric="test_acc",
     ci=True,
     view=View(curve=lambda row: "L0 gates"),
     # Table 1: 1.4 % error as 219-214-100 (26.0 % of the 266 200 weights)

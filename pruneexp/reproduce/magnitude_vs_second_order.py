@@ -112,13 +112,10 @@ register(Reproduction(
     name="magnitude_vs_second_order",
     paper="second-order (OBS, OBD) vs magnitude one-shot pruning without fine-tuning",
     setups=setups(tuple(PAIRS), CRITERIA),
-    seeds=(0, 1, 2),
     check=check,
-    metric="test_acc",
     ci=True,
     fast=["train.duration=2ep"],
     fast_setups=setups(FAST_PAIRS, ("magnitude", "obs")),
-    fast_seeds=(0,),
     # the report's accuracy_vs_sparsity.png is the figure: one panel per (network, dataset), one curve
     # per criterion, the pruned level (no fine-tuning), the dense network dotted; no paper number to mark
     view=View(curve=lambda row: str(row.get("criterion.name", "magnitude")),

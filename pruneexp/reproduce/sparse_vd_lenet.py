@@ -105,7 +105,6 @@ register(Reproduction(
     # 784-100-10, every phase of the 200-epoch recipe scaled by 10/200 (550 steps an epoch)
     fast=["model=mlp", "model.widths=[100]", "train.duration=10ep", "regularizer.kl_warmup_start=137it",
           "regularizer.kl_warmup=412it", "train.milestones=[5ep]", "train.eval_every=2ep"],
-    metric="test_acc",
     view=View(curve=lambda row: "sparse VD"),  # one method; the panels are the networks
     paper_points=tuple(PaperPoint(pretty(net), "", 1 / comp, 1 - err / 100, f"{pretty(net)}, Table 1 ({err:.2f} % error at {comp:.0f}x)")
                        for net, (err, comp) in PAPER.items()),
