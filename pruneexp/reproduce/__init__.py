@@ -199,7 +199,10 @@ def reproduce(name: str, fast: bool = False, extra: list[str] | None = None, con
 
     `jobs` runs the seeds of a setup in that many processes (setups stay in order: the controls read
     the ticket's masks). `report_only` computes nothing: it reports and checks the runs already on
-    disk, complete or not, and says in checks.md which levels each run holds."""
+    disk, complete or not, and says in checks.md which levels each run holds; with no run of the
+    experiment on disk (a fresh clone) it rebuilds the report from the committed table.csv (and
+    latency.csv): the table's checks recomputed, those read from the runs carried from checks.csv.
+    Either way the earlier variants' folders (`archives`) are rebuilt from their tables."""
     from pruneexp.runner import run_directory
 
     console = console or Console()
