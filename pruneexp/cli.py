@@ -26,6 +26,7 @@ commands:
                          run a paper reproduction (conf/experiment/NAME.yaml), report, check the paper's
                          claims; exit 1 if a claim fails (`pruneexp reproduce --help` lists the names).
                          --jobs N runs seeds in N processes; --report-only checks the runs already on disk
+                         (none there, e.g. a fresh clone: rebuilds the committed report from its table.csv)
   reproduce --ci         the fast variant of every reproduction that CI checks
 
 `pruneexp run --help` shows the config groups and the resolved config.
@@ -202,7 +203,7 @@ def reproduce_command(args: list[str]) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value) on top of the reproduction's")
     parser.add_argument("--fast", action="store_true", help="the cut-down variant (CI)")
     parser.add_argument("--jobs", type=int, default=1, help="run the seeds of a setup in this many processes")
-    parser.add_argument("--report-only", action="store_true", help="compute nothing: report and check the runs on disk")
+    parser.add_argument("--report-only", action="store_true", help="compute nothing: report and check the runs on disk (none there: rebuild from the committed table.csv)")
     opts = parser.parse_intermixed_args(args)
     bad = [o for o in opts.overrides if "=" not in o]
     if bad:

@@ -3,9 +3,10 @@ never models. Used by `pruneexp report` and by the TensorBoard logger.
 
 - `level_curves`: accuracy vs weights remaining, one line per setup through the levels of its runs
   (imp, gmp: one run walks through the sparsities; Frankle & Carbin 2019's figures).
-- `sweep_curves`: accuracy of the final level vs weights remaining (log) and vs compression ratio,
-  one curve per method across the swept sparsities, the level before fine-tuning as a dashed
-  companion and the dense accuracy as a horizontal reference (Blalock et al. 2020, ShrinkBench).
+- `panel_curves`: the report's figure: accuracy vs weights remaining (log; compression on the top
+  axis), one panel per network or dataset, one curve per method (through its levels, or across the
+  swept sparsities), the level before fine-tuning dashed, the dense accuracy as a reference, the
+  paper's numbers as stars (Blalock et al. 2020, ShrinkBench, ask for both axes).
 - `speedup_curves`, `accuracy_vs_speedup`: measured latency (latency.csv) against sparsity with the
   FLOP-ratio ideal as a reference, and accuracy against measured speedup.
 """
@@ -23,10 +24,6 @@ METRIC_LABELS = {"test_acc": "test accuracy (%)", "test_acc_at_best": "test accu
                  "val_acc": "validation accuracy (%)", "best_val_acc": "best validation accuracy (%)"}
 
 
-# how the dashed companion of a sweep curve is named, by the name of the final level
-BEFORE = {"finetuned": "before fine-tuning", "trained": "before training"}
-
-
 def _pyplot() -> Any:
     import matplotlib
 
@@ -36,19 +33,132 @@ def _pyplot() -> Any:
     return plt
 
 
+# no "Software: matplotlib x.y" text chunk: the same figure gives the same bytes (a report rebuilt
+# from its committed table is compared byte for byte); the Agg backend draws the pixels deterministically
+PNG_METADATA = {"Software": None}
+
+
 def save(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure as PNG atomically and close it."""
+    """Write a matplotlib figure as PNG atomically and close it: Agg backend, no metadata that
+    changes between runs or versions, so a rebuilt figure is byte-identical."""
     plt = _pyplot()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, format="png", metadata=PNG_METADATA))
     plt.close(fig)
 
 
-def _legend_below(fig: Any, axes: Any, fontsize: int = 7, width: int = 110) -> None:
+def log_ticks(values: list[float], most: int = 10) -> list[float]:
+    """Tick positions on a log axis from the data's own values (rounded to 3 significant digits),
+    thinned so that no two lie closer than 1/`most` of the axis' span (so that their labels never
+    overlap on a panel 5 inches wide: 20.01x and 20x become one tick, 13 % and 10 % stay two)."""
+    import math
+
+    kept: list[float] = []
+    points = sorted({float(f"{v:.3g}") for v in values if v > 0}, reverse=True)
+    if not points:
+        return kept
+    span = math.log10(points[0] / points[-1])
+    gap = max(span / most, 0.01)
+    for v in points:
+        if not kept or math.log10(kept[-1] / v) >= gap - 1e-9:
+            kept.append(v)
+    if kept[-1] != points[-1]:  # the far end (the sparsest point) always has its tick
+        kept[-1 if len(kept) > 1 and math.log10(kept[-1] / points[-1]) < gap else len(kept):] = [points[-1]]
+    return kept
+
+
+def _remaining_axes(ax: Any, remaining_pct: list[float]) -> None:
+    """x: weights remaining (%, log, decreasing to the right as in Frankle & Carbin 2019) with the
+    data's own values as ticks; top: the same positions as compression ratios (dense / remaining)."""
+    import matplotlib.ticker
+
+    ticks = log_ticks(remaining_pct)
+    ax.set_xscale("log")
+    low, high = min(remaining_pct), max(remaining_pct)
+    ax.set_xlim(high * 1.25, low / 1.25)  # inverted, a margin of a tenth of a decade each side
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.minorticks_off()
+    top = ax.twiny()
+    top.set_xscale("log")
+    top.set_xlim(ax.get_xlim())
+    top.set_xticks(ticks)
+    top.set_xticklabels([f"{100 / t:.3g}×" for t in ticks], fontsize=7)
+    top.minorticks_off()
+    top.set_xlabel("compression (dense / remaining)", fontsize=8)
+
+
+def panel_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = "", paper: pd.DataFrame | None = None) -> Any:
+    """Accuracy against weights remaining, one panel per network or dataset (`panel`), one line per
+    method (`curve`), the same colour for a method in every panel; mean ± std over seeds as error
+    bars; the dense network dotted; the paper's numbers as stars. Compression ratios on the top
+    axis, at the same ticks. Where setups are fine-tuned, the level before fine-tuning gets a panel
+    of its own under its panel (dashed): on one axis it would squeeze the methods' final numbers,
+    a point or two apart, into a line.
+
+    `points` columns: panel, curve, kind ('final', 'before' or 'dense'), remaining (fraction), mean,
+    std (fractions of 1), seeds. `paper` columns: panel, curve, remaining, value, label."""
+    plt = _pyplot()
+    panels = list(dict.fromkeys(points["panel"]))
+    cols = len(panels) if len(panels) <= 3 else -(-len(panels) // -(-len(panels) // 3))  # 4 panels: 2 x 2
+    kinds = ["final", "before"] if (points["kind"] == "before").any() else ["final"]
+    blocks = -(-len(panels) // cols)
+    fig, axes = plt.subplots(blocks * len(kinds), cols, figsize=(5.2 * cols, 4.0 * blocks * len(kinds)), dpi=120, squeeze=False,
+                             layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {c: colors[i % len(colors)] for i, c in enumerate(dict.fromkeys(points["curve"]))}
+    paper = paper if paper is not None else pd.DataFrame(columns=["panel", "curve", "remaining", "value", "label"])
+    used = []
+    for i, panel in enumerate(panels):
+        here = points[points["panel"] == panel]
+        xs = list(here[here["kind"] != "dense"]["remaining"] * 100) + list(100 * paper[paper["panel"].isin([panel, ""])]["remaining"])
+        for k, kind in enumerate(kinds):
+            ax = axes[(i // cols) * len(kinds) + k][i % cols]
+            used.append(ax)
+            marks = paper[paper["panel"].isin([panel, ""])] if kind == "final" else paper.iloc[0:0]
+            for curve, rows in here[here["kind"] == kind].groupby("curve", sort=False):
+                r = rows.sort_values("remaining", ascending=False)
+                ax.errorbar(r["remaining"] * 100, r["mean"] * 100, yerr=r["std"].fillna(0.0) * 100, capsize=3, color=colour[curve],
+                            linewidth=1.3, markersize=4 if kind == "final" else 5, fmt="o-" if kind == "final" else "x--",
+                            label=curve if kind == "final" else f"{curve}: before fine-tuning")
+            dense = here[here["kind"] == "dense"]
+            shared = dense["mean"].round(6).nunique() == 1  # one dense network behind every curve: its value in the title
+            for curve, rows in dense.groupby("curve", sort=False):
+                value = float(rows["mean"].mean()) * 100
+                ax.axhline(value, color="black" if shared else colour[curve], linestyle=":", linewidth=1,
+                           label="dense network" if shared else f"{curve}: dense ({value:.2f} %)")
+                if shared:
+                    break
+            name = panel if kind == "final" else f"{panel + ': ' if panel else ''}pruned, before fine-tuning"
+            if len(dense) and shared:
+                value = f"dense {100 * float(dense['mean'].mean()):.2f} %"
+                name = f"{name} ({value})" if name else value
+            for _, m in marks.iterrows():
+                ax.plot([100 * float(m["remaining"])], [100 * float(m["value"])], marker="*", markersize=12, linestyle="none",
+                        color=colour.get(m["curve"], "black"), markeredgecolor="black", label=f"paper: {m['label']}")
+            _remaining_axes(ax, xs)
+            low, high = ax.get_ylim()
+            if high - low < 1.0:  # at least one point of accuracy: 98.00 vs 98.08 is not a cliff
+                middle = (low + high) / 2
+                ax.set_ylim(middle - 0.5, middle + 0.5)
+            ax.set_xlabel("weights remaining (%)")
+            ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+            ax.set_title(name, fontsize=9)
+            ax.grid(alpha=0.3)
+    for ax in axes.flat:
+        if ax not in used:
+            ax.set_visible(False)
+    _legend_below(fig, used, fontsize=8, last=("dense", "paper"))
+    fig.suptitle(f"{title} ({_seeds_note(points['seeds'])})".strip(), fontsize=10)
+    return fig
+
+
+def _legend_below(fig: Any, axes: Any, fontsize: int = 7, width: int | None = None, last: tuple[str, ...] = ()) -> None:
     """One legend for the whole figure, below its axes (the labels of every axis in `axes`, each once,
-    long ones wrapped at `width` characters), the figure made taller by its lines. A legend inside an
+    long ones wrapped at `width` characters, default: what fits the figure), the figure made taller by its lines. A legend inside an
     axis hides points and, when a setup label (e.g. `model.init=conv:glorot_uniform,...`) is wider than
     the axis, squeezes the axes under tight_layout; below them it costs height, not the data's room.
-    Needs a figure made with layout="constrained" (matplotlib's "outside" legend placement)."""
+    Labels that start with one of `last` go after the others. Needs a figure made with
+    layout="constrained" (matplotlib's "outside" legend placement)."""
     import textwrap
 
     seen: dict[str, Any] = {}
@@ -57,6 +167,10 @@ def _legend_below(fig: Any, axes: Any, fontsize: int = 7, width: int = 110) -> N
             seen.setdefault(label, handle)
     if not seen:
         return
+    if last:  # references (dense, the paper's numbers) after the curves
+        seen = dict(sorted(seen.items(), key=lambda item: item[0].startswith(last)))
+    # wrapped to the figure's width (a character is about 0.55 of the font size wide): none runs off its edge
+    width = width or int(fig.get_figwidth() * 72 / (0.55 * fontsize)) - 8
     labels = [textwrap.fill(label, width, subsequent_indent="  ") for label in seen]
     ncol = 2 if max(len(label) for label in labels) <= width // 2 - 5 and len(labels) > 3 else 1
     lines = sum(label.count("\n") + 1 for label in labels) if ncol == 1 else -(-len(labels) // ncol)
@@ -102,58 +216,6 @@ def level_curves(table: pd.DataFrame, metric: str = "test_acc", title: str = "")
     if table["setup"].nunique() <= 12:
         _legend_below(fig, [ax], fontsize=8)
     ax.set_title(f"{title} ({_seeds_note(table['seeds'])})".strip(), fontsize=10)
-    return fig
-
-
-def sweep_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = "") -> Any:
-    """Accuracy of each run's final level across swept sparsities: left, against weights remaining
-    (log, decreasing to the right); right, against compression ratio (dense / non-zero weights, log).
-
-    `points` has one row per (curve, sparsity) with `curve`, `remaining_mean`, `{metric}_mean/_std`,
-    `seeds`, and optionally `before_{metric}_mean/_std` and `before_name` (the level before
-    fine-tuning: a dashed companion curve) and `dense_{metric}_mean` (a horizontal reference)."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=120, sharey=True, layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    dense_drawn: dict[float, Any] = {}
-    shared = f"dense_{metric}_mean" in points and points[f"dense_{metric}_mean"].round(6).nunique() <= 1
-    for i, (curve, rows) in enumerate(points.groupby("curve", sort=False)):
-        color = colors[i % len(colors)]
-        rows = rows.sort_values("remaining_mean", ascending=False)
-        remaining = rows["remaining_mean"]
-        for ax, x in ((axes[0], remaining * 100), (axes[1], 1.0 / remaining)):
-            y, std = rows[f"{metric}_mean"] * 100, rows[f"{metric}_std"].fillna(0.0) * 100
-            ax.plot(x, y, marker="o", markersize=4, color=color, label=f"{curve}: {rows['final_name'].iloc[0]}")
-            ax.fill_between(x, y - std, y + std, color=color, alpha=0.2)
-            if f"before_{metric}_mean" in rows and rows[f"before_{metric}_mean"].notna().any():
-                yb = rows[f"before_{metric}_mean"] * 100
-                sb = rows[f"before_{metric}_std"].fillna(0.0) * 100
-                ax.plot(x, yb, linestyle="--", marker="x", markersize=4, color=color, alpha=0.8,
-                        label=f"{curve}: {rows['before_name'].dropna().iloc[0]} ({BEFORE.get(rows['final_name'].iloc[0], 'before the last phase')})")
-                ax.fill_between(x, yb - sb, yb + sb, color=color, alpha=0.08)
-        if f"dense_{metric}_mean" in rows and rows[f"dense_{metric}_mean"].notna().any():
-            dense = round(float(rows[f"dense_{metric}_mean"].mean()) * 100, 6)
-            if dense not in dense_drawn:  # runs sharing one dense network share one reference line
-                label = f"dense ({dense:.2f} %)" if shared else f"dense ({curve}, {dense:.2f} %)"
-                line_color = "black" if not dense_drawn else color
-                for ax in axes:
-                    dense_drawn[dense] = ax.axhline(dense, color=line_color, linestyle=":", linewidth=1,
-                                                    label=label if ax is axes[0] else None)
-    _log_remaining_axis(axes[0], list(points["remaining_mean"] * 100))
-    axes[0].set_xlabel("weights remaining (%)")
-    axes[1].set_xscale("log")
-    ratios = sorted(set(round(float(1.0 / r), 2) for r in points["remaining_mean"] if r > 0))
-    import matplotlib.ticker
-
-    axes[1].set_xticks(ratios[:: max(1, len(ratios) // 8)])
-    axes[1].get_xaxis().set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g×"))
-    axes[1].minorticks_off()
-    axes[1].set_xlabel("compression ratio (dense / remaining weights)")
-    axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    _legend_below(fig, axes)
-    fig.suptitle(f"{title} ({_seeds_note(points['seeds'])})".strip(), fontsize=10)
     return fig
 
 

@@ -17,11 +17,12 @@ and the report says which. A Hydra multirun folder leads to its runs through the
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import yaml
@@ -30,7 +31,8 @@ from pruneexp import plots
 from pruneexp.conf_store import comparable_view
 from pruneexp.config import NON_RESULT_KEYS
 from pruneexp.errors import PruneexpError
-from pruneexp.results.store import write_csv, write_text
+from pruneexp.io import atomic_write
+from pruneexp.results.store import write_text
 from pruneexp.results.table import missing
 
 # what is averaged over seeds, per (setup, level)
@@ -192,7 +194,12 @@ def setup_label(row: pd.Series | dict[str, Any], keys: list[str], default: str) 
     """'key=value, ...' of the keys that define a setup and that this row's run has (a key of
     another method, e.g. `regularizer.strength` on a run without a regularizer, is left out rather
     than shown as nan); `default` when there are none."""
-    return ", ".join(f"{short_key(k)}={row[k]}" for k in keys if not missing(row[k])) or default
+    return ", ".join(f"{short_key(k)}={shown(row[k])}" for k in keys if not missing(row[k])) or default
+
+
+def shown(value: Any) -> Any:
+    """A config value as a label shows it: 100.0 (an integer that a CSV column with gaps made a float) as 100."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _sort_value(value: Any) -> tuple[int, Any]:
@@ -342,46 +349,198 @@ def rich_table(table: pd.DataFrame, title: str, setup_keys: list[str] | None = N
     return out
 
 
-def choose_picture(levels: pd.DataFrame, setup_keys: list[str]) -> str:
-    """'levels' when a run walks through several sparsities (imp, gmp) or only one sparsity is
-    reached; 'sweep' when each run reaches one sparsity and the runs reach several (a swept oneshot
-    or at_init): the accuracy-vs-sparsity curve across runs."""
-    pruned = levels[levels["remaining"] < 1]
+def choose_picture(table: pd.DataFrame) -> str:
+    """'levels' when a setup walks through several sparsities (imp, gmp) or only one sparsity is
+    reached; 'sweep' when each setup reaches one sparsity and the setups reach several (a swept
+    oneshot or at_init): the accuracy-vs-sparsity curve across setups. `table`: the aggregated
+    table (one row per setup and level; `remaining_mean`)."""
+    pruned = table[table["remaining_mean"] < 1]
     if pruned.empty:
         return "levels"
-    per_run = pruned.groupby("run_dir")["remaining"].apply(lambda s: s.round(6).nunique())
-    if (per_run > 1).any():
+    per_setup = pruned.groupby("setup")["remaining_mean"].apply(lambda s: s.round(6).nunique())
+    if (per_setup > 1).any():
         return "levels"
-    finals = pruned.groupby("run_dir")["remaining"].min().round(3).nunique()
+    finals = pruned.groupby("setup")["remaining_mean"].min().round(3).nunique()
     return "sweep" if finals > 1 else "levels"
 
 
-def sweep_points(levels: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
-    """One row per (curve, swept sparsity): the final level's `metric` (mean and std over seeds), the
-    level before fine-tuning (the first level that reached the final sparsity, if it is another),
-    the dense level, and the seed count. `by`: the config keys that tell the curves apart."""
+@dataclass(frozen=True)
+class View:
+    """How a report names what it shows, from a row of the aggregated table: the panel a setup is
+    drawn in (its network or dataset) and the curve it belongs to (its method: `rigl`, `prune+FT`).
+    None: the defaults of `curve_points`."""
+
+    panel: Callable[[pd.Series], str] | None = None
+    curve: Callable[[pd.Series], str] | None = None
+    order: tuple[str, ...] = ()  # panels and curves named here come first, in this order (the others after, as met)
+    # 'sweep': each setup's last level only, a method's setups joined across sparsities, even where a
+    # setup walks through sparsities itself (gmp: what is compared is where it ends); None: `choose_picture`
+    picture: str | None = None
+
+
+PANEL_KEYS = ("model.name", "dataset.name")
+# how a panel names a network or dataset
+NAMES = {"lenet_300_100": "LeNet-300-100", "lenet5": "LeNet-5", "lenet5_caffe": "LeNet-5-Caffe", "mlp": "MLP", "gpt": "GPT",
+         "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "mnist1d": "MNIST-1D", "digits": "digits", "cifar10": "CIFAR-10"}
+
+
+def pretty(value: Any) -> str:
+    """A network's or dataset's name as a panel title shows it (lenet_300_100 -> LeNet-300-100)."""
+    return NAMES.get(str(value), str(value))
+
+
+def default_view(setup_keys: list[str]) -> View:
+    """Panels by the network and dataset where runs differ in them; curves by the other keys that
+    differ (the swept sparsity aside): the value alone where one key tells them apart, else
+    `key=value, ...` of the keys a setup has (a method's own keys, not every method's as nan)."""
+    panel_keys = [k for k in PANEL_KEYS if k in setup_keys]
+    curve_keys = [k for k in setup_keys if k not in panel_keys and k != "sparsity"]
+
+    def panel(row: pd.Series) -> str:
+        return " / ".join(pretty(row[k]) for k in panel_keys if not missing(row[k]))
+
+    def curve(row: pd.Series) -> str:
+        if len(curve_keys) == 1 and not missing(row[curve_keys[0]]):
+            return str(shown(row[curve_keys[0]]))
+        return setup_label(row, curve_keys, "all runs")
+
+    return View(panel, curve)
+
+
+def view_functions(table: pd.DataFrame, view: View | None) -> tuple[Callable[[pd.Series], str], Callable[[pd.Series], str]]:
+    """The panel and curve functions of `view`, the defaults (`default_view`) where it has none."""
+    default = default_view(_setup_keys(table))
+    return ((view.panel if view and view.panel else None) or default.panel,
+            (view.curve if view and view.curve else None) or default.curve)
+
+
+def short_setups(table: pd.DataFrame, view: View | None) -> pd.Series:
+    """Each row's setup as the figure names it (panel, curve, target sparsity), where these tell
+    every setup apart; else the setup's keys (`setup_label`)."""
+    panel_of, curve_of = view_functions(table, view)
+    keys = _setup_keys(table)
+    labels = {}
+    for setup, group in table.groupby("setup", sort=False):
+        row = group.iloc[0]
+        target = f"sparsity {shown(row['sparsity'])}" if "sparsity" in keys and not missing(row["sparsity"]) else ""
+        labels[setup] = ", ".join(t for t in (panel_of(row), curve_of(row), target) if t)
+    if len(set(labels.values())) < len(labels) or not all(labels.values()):
+        return table["setup"]
+    return table["setup"].map(labels)
+
+
+def curve_points(table: pd.DataFrame, metric: str, view: View | None = None, picture: str | None = None) -> pd.DataFrame:
+    """The points of the accuracy-vs-sparsity figure and of the compact table, from the aggregated
+    table: per setup, at each weights remaining it reaches, its last level ('final', e.g. after
+    fine-tuning), the level before fine-tuning where the final one is 'finetuned' ('before'), and a
+    trained dense level 0 ('dense'). In a sweep (each setup one sparsity), a setup's dense level is
+    a reference line and its curve joins the setups of one method; otherwise a curve is one setup
+    through its levels (named by the remaining it reaches where several setups share a method).
+    Untrained levels (at_init's 'init') are no point. Columns: panel, curve, kind, remaining, mean,
+    std, seeds, level, name."""
+    panel_of, curve_of = view_functions(table, view)
+    picture = picture or (view.picture if view else None) or choose_picture(table)
     rows = []
-    for run_dir, run in levels.groupby("run_dir", sort=False):
-        run = run.sort_values("level")
-        final = run.iloc[-1]
-        reached = run[(run["remaining"] - final["remaining"]).abs() < 1e-9]
-        before = reached.iloc[0] if len(reached) > 1 else None
-        dense = run[(run["remaining"] == 1) & (run["name"] == "dense")]  # trained dense only (at_init's level 0 is untrained)
-        method = " ".join(str(final[k]) for k in ("criterion.name", "schedule.name") if k in final) or "all runs"
-        rows.append({"curve": setup_label(final, by, method), "target": round(float(final["remaining"]), 3),
-                     "seed": final["seed"], "remaining": final["remaining"], metric: final[metric],
-                     "final_name": final["name"], "before": None if before is None else before[metric],
-                     "before_name": None if before is None else before["name"],
-                     "dense": dense[metric].iloc[0] if len(dense) else None, "status": final.get("status", "complete")})
-    per_run = pd.DataFrame(rows)
-    per_run[["before", "dense"]] = per_run[["before", "dense"]].astype(float)
-    g = per_run.groupby(["curve", "target"], sort=False)
-    points = g.agg(remaining_mean=("remaining", "mean"), seeds=("seed", "nunique"), final_name=("final_name", "first"),
-                   before_name=("before_name", "first"))
-    points[f"{metric}_mean"], points[f"{metric}_std"] = g[metric].mean(), g[metric].std()
-    points[f"before_{metric}_mean"], points[f"before_{metric}_std"] = g["before"].mean(), g["before"].std()
-    points[f"dense_{metric}_mean"] = g["dense"].mean()
-    return points.reset_index()
+    setups = list(table.groupby("setup", sort=False))
+    labels = {setup: (panel_of(g.iloc[0]), curve_of(g.iloc[0])) for setup, g in setups}
+    shared = pd.Series([labels[s] for s, _ in setups]).value_counts()
+    for setup, group in setups:
+        group = group.sort_values("level")
+        panel, curve = labels[setup]
+        trained = group[(group["name"] != "init") & group[f"{metric}_mean"].notna()]  # evaluated levels only
+        if trained.empty:
+            continue
+        final_remaining = trained.iloc[-1]["remaining_mean"]
+        if picture != "sweep" and shared[(panel, curve)] > 1:
+            curve = f"{curve} ({100 * final_remaining:.3g} %)"
+
+        def point(r: pd.Series, kind: str) -> dict[str, Any]:
+            return dict(panel=panel, curve=curve, kind=kind, remaining=float(r["remaining_mean"]), mean=r[f"{metric}_mean"],
+                        std=r[f"{metric}_std"], seeds=int(r["seeds"]), level=int(r["level"]), name=r["name"])
+
+        dense = trained[(trained["level"] == 0) & (trained["name"] == "dense")]
+        at = trained[(trained["remaining_mean"] - final_remaining).abs() < 1e-9] if picture == "sweep" else trained
+        if picture == "sweep":
+            rows += [point(r, "dense") for _, r in dense.iterrows()]
+            at = at[at["name"] != "dense"]
+        for _, same in at.groupby(at["remaining_mean"].round(9), sort=False):
+            last = same.iloc[-1]
+            rows.append(point(last, "final"))
+            before = same[same["name"] == "pruned"]
+            if last["name"] == "finetuned" and len(before):
+                rows.append(point(before.iloc[0], "before"))
+    points = pd.DataFrame(rows, columns=["panel", "curve", "kind", "remaining", "mean", "std", "seeds", "level", "name"])
+    order = list(view.order) if view else []
+    met = {name: i for i, name in enumerate(dict.fromkeys([*points["panel"], *points["curve"]]))}
+
+    def rank(name: str) -> int:  # "gmp (5 %)" ranks as "gmp"
+        base = name.split(" (")[0]
+        return order.index(base) if base in order else len(order) + met[name]
+
+    return points.sort_values(["panel", "curve"], key=lambda col: col.map(rank), kind="stable").reset_index(drop=True)
+
+
+def compact_markdown(points: pd.DataFrame, metric: str) -> str:
+    """The view a reader wants first: per panel, method x weights remaining, `metric` mean ± std
+    over seeds (in %) of each setup's last level there (after fine-tuning, where it has one)."""
+    out = []
+    label = METRIC_TEXT.get(metric, metric)
+    for panel, here in points.groupby("panel", sort=False):
+        curves = list(dict.fromkeys(here[here["kind"] != "dense"]["curve"]))
+        if not curves:
+            continue
+        finals = here[here["kind"] == "final"]
+        remaining = sorted({round(float(r), 6) for r in finals["remaining"]}, reverse=True)
+        head = ["weights remaining %", "compression", *curves]
+        lines = [*([f"**{panel}**", ""] if panel else []), "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        dense = here[here["kind"] == "dense"]
+        if len(dense):
+            cells = [_pm(dense[dense["curve"] == c]) for c in curves]
+            lines.append("| 100 (dense) | 1× | " + " | ".join(cells) + " |")
+        for r in remaining:
+            cells = [_pm(finals[(finals["curve"] == c) & ((finals["remaining"] - r).abs() < 1e-6)]) for c in curves]
+            lines.append(f"| {100 * r:.3g} | {1 / r:.3g}× | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    seeds = points["seeds"]
+    note = f"{label} (%), mean ± std over {seeds.min()}-{seeds.max()} seeds" if seeds.min() != seeds.max() else (
+        f"{label} (%), mean ± std over {seeds.max()} seeds" if seeds.max() > 1 else f"{label} (%), 1 seed")
+    return f"{note}; each setup's last level at that sparsity.\n\n" + "\n\n".join(out) + "\n"
+
+
+METRIC_TEXT = {"test_acc": "test accuracy", "test_acc_at_best": "test accuracy at the early-stop iteration",
+               "val_acc": "validation accuracy", "best_val_acc": "best validation accuracy"}
+
+
+def _pm(rows: pd.DataFrame) -> str:
+    if rows.empty or pd.isna(rows["mean"].iloc[0]):
+        return ""
+    r = rows.iloc[0]
+    return f"{100 * r['mean']:.2f}" + ("" if pd.isna(r["std"]) else f" ± {100 * r['std']:.2f}")
+
+
+def _setup_keys(table: pd.DataFrame) -> list[str]:
+    """The setup keys of an aggregated table: its columns between 'setup' and 'level'."""
+    cols = list(table.columns)
+    return cols[cols.index("setup") + 1: cols.index("level")]
+
+
+def read_table(source: Path | str | io.StringIO) -> pd.DataFrame:
+    """An aggregated table as table.csv holds it (floats read back to the bit), its setups labelled
+    by today's `setup_label`. The report and the checks read every table through this, whether it
+    was aggregated from runs a moment ago or committed long since, so both give the same files."""
+    table = pd.read_csv(source)  # pandas >= 3 reads every float back to the bit (checked by the rebuild test)
+    for col in TEXT:
+        if col in table:
+            table[col] = table[col].fillna("").astype(str)
+    keys = _setup_keys(table)
+    if keys:
+        table["setup"] = [setup_label(r, keys, str(r["setup"])) for _, r in table.iterrows()]
+    return table
+
+
+def canonical(table: pd.DataFrame) -> pd.DataFrame:
+    """`table` as it reads back from its table.csv (see `read_table`)."""
+    return read_table(io.StringIO(table.to_csv(index=False)))
 
 
 def latency_rows(runs: list[Path], levels: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
@@ -429,15 +588,18 @@ class Report:
 
 
 def build_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc", title: str = "",
-                 x: str = "auto", by: list[str] | None = None, incomplete: str = "mark") -> pd.DataFrame:
+                 x: str = "auto", by: list[str] | None = None, incomplete: str = "mark", view: View | None = None,
+                 paper: Iterable[PaperPoint] = ()) -> pd.DataFrame:
     """Aggregate the runs under `paths` and write table.csv, table.md, accuracy_vs_sparsity.png (and
     the latency plots when runs timed their levels) into `out`; return the table. See `make_report`."""
-    return make_report(paths, out, metric, title, x, by, incomplete).table
+    return make_report(paths, out, metric, title, x, by, incomplete, view, paper).table
 
 
 def make_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc", title: str = "",
-                x: str = "auto", by: list[str] | None = None, incomplete: str = "mark") -> Report:
-    """Aggregate the runs under `paths` into `out`.
+                x: str = "auto", by: list[str] | None = None, incomplete: str = "mark", view: View | None = None,
+                paper: Iterable[PaperPoint] = ()) -> Report:
+    """Aggregate the runs under `paths` into `out` (see `write_report`; `view` and `paper`: how a
+    reproduction names its panels and curves, and the paper's numbers).
 
     `x`: 'auto' (decided from the runs, see `choose_picture`), 'sweep' (final level of each run across
     runs) or 'levels' (each run's levels). `by`: config keys (dotted, as in config.yaml) whose values
@@ -465,28 +627,62 @@ def make_report(paths: Iterable[Path | str], out: Path, metric: str = "test_acc"
         unknown = [k for k in by if k not in levels.columns]
         if unknown:
             raise PruneexpError(f"--by {', '.join(unknown)}: not a config key of these runs (use dotted keys as in config.yaml, e.g. criterion.name).")
-    table = aggregate(levels, setup_keys)
-    out.mkdir(parents=True, exist_ok=True)
+    table = canonical(aggregate(levels, setup_keys))
+    if by is not None:  # the curves named by these keys alone
+        view = View(curve=lambda row: setup_label(row, [k for k in by if k in row.index], "all runs"))
     title = title or default_title(levels)
-    picture = choose_picture(levels, setup_keys) if x == "auto" else x
-    files = [out / "table.csv", out / "table.md", out / "accuracy_vs_sparsity.png"]
-    write_csv(files[0], table.to_dict("records"))
-    write_text(files[1], markdown(table, setup_keys, skipped))
-    if picture == "sweep":
-        curve_keys = by if by is not None else [k for k in setup_keys if k != "sparsity"]
-        plots.save(plots.sweep_curves(sweep_points(levels, curve_keys, metric), metric, title), files[2])
-    else:
-        curve_keys = by if by is not None else setup_keys
-        curves = table if by is None else aggregate(levels, by)
-        plots.save(plots.level_curves(curves, metric, title), files[2])
+    files, picture = write_report(table, out, metric, title, view, paper, None if x == "auto" else x, skipped)
     lat = latency_rows(runs, levels, [k for k in setup_keys if k != "sparsity"] if by is None else by, metric)
     if not lat.empty:
         if lat["curve"].nunique() > 1:
             lat["form"] = lat["curve"] + ": " + lat["form"]
-        pruned = lat[lat["remaining"] < 1.0]
-        if not pruned.empty:
-            files.append(out / "speedup_vs_sparsity.png")
-            plots.save(plots.speedup_curves(lat, title), files[-1])
-            files.append(out / "accuracy_vs_speedup.png")
-            plots.save(plots.accuracy_vs_speedup(lat, metric, title), files[-1])
+        files += write_latency(pd.read_csv(io.StringIO(lat.to_csv(index=False))), out, metric, title)
     return Report(table, picture, files, runs, skipped, [] if incomplete == "skip" else not_complete, found.missing)
+
+
+LATENCY = "latency.csv"  # the timed rows behind the latency figures, kept beside table.csv
+
+
+def write_latency(lat: pd.DataFrame, out: Path, metric: str, title: str) -> list[Path]:
+    """latency.csv (the runs' timed latency rows, each with its level's weights remaining and
+    `metric`: what the latency figures are drawn from, so that a report rebuilt without its runs
+    redraws them) and, where a level is pruned, speedup_vs_sparsity.png and accuracy_vs_speedup.png."""
+    files = [out / LATENCY]
+    atomic_write(files[0], lambda p: lat.to_csv(p, index=False))
+    if (lat["remaining"] < 1.0).any():
+        files.append(out / "speedup_vs_sparsity.png")
+        plots.save(plots.speedup_curves(lat, title), files[-1])
+        files.append(out / "accuracy_vs_speedup.png")
+        plots.save(plots.accuracy_vs_speedup(lat, metric, title), files[-1])
+    return files
+
+
+@dataclass(frozen=True)
+class PaperPoint:
+    """A number the paper gives, drawn as a star: in `panel` (a View's panel name; '' any), for
+    `curve` (its colour), at `remaining` (fraction of weights), `value` (of the report's metric)."""
+
+    panel: str
+    curve: str
+    remaining: float
+    value: float
+    label: str
+
+
+def write_report(table: pd.DataFrame, out: Path, metric: str, title: str, view: View | None = None,
+                 paper: Iterable[PaperPoint] = (), picture: str | None = None, skipped: list[str] | None = None
+                 ) -> tuple[list[Path], str]:
+    """table.csv, table.md (the compact view, method x weights remaining, then every level) and
+    accuracy_vs_sparsity.png (one panel per network or dataset, one curve per method, the paper's
+    numbers as stars) from an aggregated table, into `out`; the same bytes from the same table.
+    Returns the files and the picture ('sweep' or 'levels', see `choose_picture`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    picture = picture or (view.picture if view else None) or choose_picture(table)
+    points = curve_points(table, metric, view, picture)
+    files = [out / "table.csv", out / "table.md", out / "accuracy_vs_sparsity.png"]
+    atomic_write(files[0], lambda p: table.to_csv(p, index=False))
+    long = markdown(table.assign(setup=short_setups(table, view)), _setup_keys(table), skipped)
+    write_text(files[1], compact_markdown(points, metric) + "\nEvery level of every setup:\n\n" + long)
+    marks = pd.DataFrame([vars(p) for p in paper], columns=["panel", "curve", "remaining", "value", "label"])
+    plots.save(plots.panel_curves(points, metric, title, marks), files[2])
+    return files, picture

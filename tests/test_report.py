@@ -24,7 +24,8 @@ def test_report_of_a_three_seed_imp_sweep(make_cfg, tmp_path, cli):
         want = want[want["level"] == level]["test_acc"]
         assert rows["test_acc_mean"].iloc[0] == pytest.approx(want.mean())
         assert rows["test_acc_std"].iloc[0] == pytest.approx(want.std())
-    assert (out / "table.md").read_text().count("\n") == 2 + 6
+    compact, long = (out / "table.md").read_text().split("Every level of every setup:\n\n")
+    assert long.count("\n") == 2 + 6 and "| weights remaining % | compression | reinit | rewind |" in compact
     png = (out / "accuracy_vs_sparsity.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     proc = cli("report", str(tmp_path / "results"), "--out", str(tmp_path / "cli"))

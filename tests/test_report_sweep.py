@@ -10,7 +10,7 @@ import pytest
 
 from conftest import TINY
 from pruneexp.errors import PruneexpError
-from pruneexp.report import JOB_LINK, choose_picture, find, latency_rows, load_levels, make_report, sweep_points
+from pruneexp.report import JOB_LINK, aggregate, canonical, choose_picture, curve_points, find, latency_rows, load_levels, make_report
 from pruneexp.runner import run
 
 MLFLOW = importlib.util.find_spec("mlflow") is not None
@@ -64,18 +64,21 @@ def test_sweep_report_is_one_curve_sorted_named_and_fits_80_columns(sweep):
     assert table["sparsity"].tolist() == [0.5] * 3 + [0.9] * 3
     assert table["name"].tolist() == ["dense", "pruned", "finetuned"] * 2
     md = (root / "rep" / "table.md").read_text()
-    assert "| sparsity=0.5 | 2 finetuned |" in md
+    assert "| all runs, sparsity 0.5 | 2 finetuned |" in md
+    # the compact view first: weights remaining x curve, the final level's mean ± std over seeds
+    assert md.index("| weights remaining % | compression | all runs |") < md.index("Every level of every setup")
     # the curve's points are the final levels' mean over seeds, read back from levels.csv
     levels, keys = load_levels(find([folder]).runs)
     assert keys == ["sparsity"]
-    points = sweep_points(levels, [], "test_acc")
-    assert points["curve"].tolist() == ["magnitude oneshot"] * 2
-    for _, p in points.iterrows():
+    points = curve_points(canonical(aggregate(levels, keys)), "test_acc")
+    final, before = points[points["kind"] == "final"], points[points["kind"] == "before"]
+    assert final["curve"].tolist() == ["all runs"] * 2 and len(before) == 2 and set(before["name"]) == {"pruned"}
+    for _, p in final.iterrows():
         finals = [pd.read_csv(r / "levels.csv").iloc[-1] for r in find([folder]).runs]
-        finals = [f for f in finals if abs(f["sparsity"] - (1 - p["remaining_mean"])) < 1e-3]
-        assert len(finals) == 2 and p["seeds"] == 2
-        assert p["test_acc_mean"] == pytest.approx(sum(f["test_acc"] for f in finals) / 2)
-        assert p["before_name"] == "pruned" and p["final_name"] == "finetuned"
+        finals = [f for f in finals if abs(f["sparsity"] - (1 - p["remaining"])) < 1e-3]
+        assert len(finals) == 2 and p["seeds"] == 2 and p["name"] == "finetuned"
+        assert p["mean"] == pytest.approx(sum(f["test_acc"] for f in finals) / 2)
+        assert f"| {100 * p['remaining']:.3g} | {1 / p['remaining']:.3g}× | {100 * p['mean']:.2f} ± {100 * p['std']:.2f} |" in md
     # the latency plots' data: latency.csv's timed rows, each with its level's weights remaining and accuracy
     runs = find([folder]).runs
     lat = latency_rows(runs, levels, [], "test_acc")
@@ -119,17 +122,17 @@ def test_report_leaves_out_or_marks_unfinished_runs(make_cfg, tmp_path, cli):
         make_report([tmp_path / "results" / "default"], tmp_path / "c", incomplete="skip")
 
 
-def _levels(run_dir, remaining):
-    return pd.DataFrame({"run_dir": run_dir, "remaining": remaining, "level": range(len(remaining))})
+def _levels(setup, remaining):
+    return pd.DataFrame({"setup": setup, "remaining_mean": remaining, "level": range(len(remaining))})
 
 
 def test_picture_follows_the_runs():
     oneshot = pd.concat([_levels("a", [1.0, 0.5, 0.5]), _levels("b", [1.0, 0.1, 0.1])])
-    assert choose_picture(oneshot, ["sparsity"]) == "sweep"
+    assert choose_picture(oneshot) == "sweep"
     imp = pd.concat([_levels("a", [1.0, 0.8, 0.64]), _levels("b", [1.0, 0.8, 0.64])])
-    assert choose_picture(imp, []) == "levels"
+    assert choose_picture(imp) == "levels"
     single = _levels("a", [1.0, 0.1, 0.1])
-    assert choose_picture(single, []) == "levels"
+    assert choose_picture(single) == "levels"
 
 
 @pytest.mark.skipif(not MLFLOW, reason="mlflow is not installed (pip install -e '.[trackers]')")
@@ -150,14 +153,35 @@ def test_mlflow_holds_one_run_per_sweep_job_named_by_its_overrides(sweep):
         assert r["metrics.level_test_acc"] == pytest.approx(levels["test_acc"].iloc[-1])
 
 
-def test_sweep_points_take_the_dense_reference_only_from_a_trained_dense_level():
+def test_curve_points_take_the_dense_reference_only_from_a_trained_dense_level():
     rows = []
-    for run_dir, names, remaining, accs in (("a", ("dense", "pruned", "finetuned"), (1.0, 0.5, 0.5), (0.97, 0.9, 0.96)),
-                                            ("b", ("init", "pruned", "trained"), (1.0, 0.1, 0.1), (0.1, 0.1, 0.8))):
-        rows += [dict(run_dir=run_dir, level=k, name=n, remaining=r, test_acc=a, seed=0, **{"schedule.name": run_dir})
-                 for k, (n, r, a) in enumerate(zip(names, remaining, accs))]
-    points = sweep_points(pd.DataFrame(rows), ["schedule.name"], "test_acc").set_index("curve")
-    assert points.loc["schedule=a", "dense_test_acc_mean"] == pytest.approx(0.97)
-    assert points.loc["schedule=a", "before_test_acc_mean"] == pytest.approx(0.9)
-    assert pd.isna(points.loc["schedule=b", "dense_test_acc_mean"])  # at_init's level 0 is untrained: no dense line
-    assert points.loc["schedule=b", "before_name"] == "pruned" and points.loc["schedule=b", "final_name"] == "trained"
+    for setup, names, remaining, accs in (("a", ("dense", "pruned", "finetuned"), (1.0, 0.5, 0.5), (0.97, 0.9, 0.96)),
+                                          ("b", ("init", "pruned", "trained"), (1.0, 0.1, 0.1), (0.1, 0.1, 0.8))):
+        rows += [{"setup": setup, "schedule.name": setup, "level": k, "name": n, "remaining_mean": r, "test_acc_mean": a,
+                  "test_acc_std": float("nan"), "seeds": 1} for k, (n, r, a) in enumerate(zip(names, remaining, accs))]
+    points = curve_points(pd.DataFrame(rows), "test_acc")
+    at = {(r["curve"], r["kind"]): r for _, r in points.iterrows()}
+    assert at[("a", "dense")]["mean"] == pytest.approx(0.97)
+    assert at[("a", "before")]["mean"] == pytest.approx(0.9) and at[("a", "final")]["mean"] == pytest.approx(0.96)
+    # at_init's level 0 is untrained: no dense line; its final level is "trained", not fine-tuned: no "before" point
+    assert ("b", "dense") not in at and ("b", "before") not in at and at[("b", "final")]["mean"] == pytest.approx(0.8)
+
+
+def test_a_report_rebuilt_from_its_table_is_the_report_of_the_runs(sweep, tmp_path):
+    """What `--report-only` does on a fresh clone (the committed table.csv and latency.csv, no runs)
+    gives the bytes that the report of the runs gave: table.csv, table.md and every figure."""
+    from pruneexp.report import LATENCY, read_table, write_latency, write_report
+
+    _, folder, _ = sweep
+    first = tmp_path / "from_runs"
+    report = make_report([folder], first, title="sweep")
+    assert (first / LATENCY).exists() and first / LATENCY in report.files
+    again = tmp_path / "from_table"
+    again.mkdir()
+    for name in ("table.csv", LATENCY):
+        (again / name).write_bytes((first / name).read_bytes())
+    write_report(read_table(again / "table.csv"), again, "test_acc", "sweep")
+    write_latency(pd.read_csv(again / LATENCY), again, "test_acc", "sweep")
+    assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in first.iterdir())
+    for path in sorted(first.iterdir()):
+        assert (again / path.name).read_bytes() == path.read_bytes(), path.name

@@ -88,10 +88,13 @@ def test_every_reproduction_names_its_own_experiment_and_module():
     mnist1d_lottery_exact.py) and its experiment YAML: both must exist."""
     from pathlib import Path
 
+    from pruneexp.reproduce import module_of
+
     root = Path(__file__).resolve().parents[1]
     for name in REPRODUCTIONS.names():
         spec = REPRODUCTIONS.get(name)
-        assert (root / (spec.check.__module__.replace(".", "/") + ".py")).is_file(), name
+        module = module_of(spec)
+        assert module.startswith("pruneexp.reproduce.") and (root / (module.replace(".", "/") + ".py")).is_file(), name
         assert (root / "conf" / "experiment" / f"{name}.yaml").is_file(), name
 
 

@@ -14,6 +14,7 @@ from pruneexp.errors import PruneexpError
 from pruneexp.models import create_model
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.pruning.select import explicit_layer_targets, select
+from pruneexp.report import curve_points
 from pruneexp.reproduce import REPRODUCTIONS
 from pruneexp.runner import run
 from pruneexp.validate import validate as validate_config
@@ -119,8 +120,11 @@ def test_gmp_check_and_equal_step_budgets(tmp_path):
                                     ("gmp", "trained", 41, 0.98, 0.96), ("oneshot", "finetuned", 2, 0.98, 0.97))]
     checks = spec.check(table(rows))
     assert [c.passed for c in checks] == [True, None] and checks[1].reproduced is False
-    spec.plot(table(rows), tmp_path)
-    assert (tmp_path / "final_acc_vs_sparsity.png").stat().st_size > 0
+    # the report's figure is the comparison: one curve per method across the sparsities, each setup's last level
+    points = curve_points(table(rows), "test_acc", spec.view)
+    finals = {(r["curve"], round(r["remaining"], 4)): r["mean"] for _, r in points[points["kind"] == "final"].iterrows()}
+    assert finals == pytest.approx({("gmp", 0.05): 0.98, ("prune+FT", 0.05): 0.97, ("gmp", 0.02): 0.96,
+                                              ("prune+FT", 0.02): 0.97})
     runs = []
     for name, sched, phases in (("a", "gmp", {"gmp": 3000}), ("b", "oneshot", {"dense": 1500, "finetune": 1500})):
         d = tmp_path / name

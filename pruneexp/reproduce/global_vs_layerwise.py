@@ -120,13 +120,9 @@ register(Reproduction(
     name="global_vs_layerwise",
     paper="Blalock et al. 2020 (ShrinkBench), global vs layerwise magnitude pruning",
     setups=setups(RATIOS[::-1]),  # the checked ratios first: a partial run holds them
-    seeds=(0, 1, 2),
-    check=lambda table: [],
     check_runs=check_runs,
     plot_runs=plot_runs,
-    metric="test_acc",
     ci=True,
     fast=["train.duration=2ep", "schedule.finetune.duration=1ep"],
     fast_setups=setups((16, 32)),
-    fast_seeds=(0,),
 ))

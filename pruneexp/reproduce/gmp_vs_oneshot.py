@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, plot_panels, register
+from pruneexp.report import View
+from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, register
 from pruneexp.results.store import RunStore
 
 STEPS = 11_000  # 20 epochs of 550 batches of 100
@@ -65,18 +66,6 @@ def check(table: pd.DataFrame) -> list[Check]:
     return checks
 
 
-def plot(table: pd.DataFrame, out: Path) -> None:
-    """final_acc_vs_sparsity.png: final test accuracy of gmp and oneshot + fine-tuning against sparsity."""
-    at = accuracies(table)
-    lines = []
-    for m, fmt in (("gmp", "o-"), ("oneshot", "s--")):
-        pts = sorted((s, a) for (k, s), a in at.items() if k == m)
-        lines.append((m if m == "gmp" else "oneshot + fine-tuning", [100 * s for s, _ in pts], [100 * a[0] for _, a in pts],
-                      [100 * a[2] for _, a in pts], fmt))
-    plot_panels(out, "final_acc_vs_sparsity.png", {"LeNet-300-100 / MNIST, equal total steps": lines}, "sparsity (%)",
-                "final test accuracy (%)")
-
-
 def phase_steps(run: Path) -> dict[str, int]:
     """Optimizer steps of each training phase of a run, from its train_log.csv: every phase logs
     its last step (steps count from 0 in each phase)."""
@@ -102,13 +91,12 @@ register(Reproduction(
     name="gmp_vs_oneshot",
     paper="Zhu & Gupta 2017, gradual vs one-shot magnitude pruning at equal steps, LeNet-300-100 on MNIST",
     setups=setups(STEPS, (*CHECKED_AT, *REPORTED_AT)),  # the checked sparsities first: a partial run holds them
-    seeds=(0, 1, 2),
     check=check,
     check_runs=check_runs,
-    plot=plot,
-    metric="test_acc",
     ci=True,
     # the checked sparsities, 3 000 steps in all per run, one seed
     fast_setups=setups(FAST_STEPS, CHECKED_AT),
-    fast_seeds=(0,),
+    # no paper number to mark: Zhu & Gupta report no LeNet-300-100 result
+    view=View(curve=lambda row: {"oneshot": "prune+FT"}.get(str(row.get("schedule.name", "gmp")), str(row.get("schedule.name", "gmp"))),
+              order=("gmp", "prune+FT"), picture="sweep"),
 ))

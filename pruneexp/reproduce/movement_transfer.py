@@ -38,6 +38,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, claim_check, final_rows, pct, register
 
 STEPS, FAST_STEPS = 5_500, 1_000  # 10 epochs of 550 batches of 100 (55 000 training examples)
@@ -170,31 +171,15 @@ def check_runs(runs: list[Path]) -> list[Check]:
     ]
 
 
-def plot(table: pd.DataFrame, out: Path) -> None:
-    """final_error_vs_sparsity.png: final test error against sparsity, movement and magnitude, mean ± std over seeds."""
-    from pruneexp.reproduce import plot_panels
-
-    last = finals(table)
-    lines = []
-    for method, fmt in (("movement", "o-"), ("magnitude", "s--")):
-        r = last[last["method"] == method].sort_values("target")
-        lines.append((method, list(100 * r["target"]), list(100 * (1 - r["test_acc_mean"])),
-                      [0.0 if math.isnan(v) else 100 * v for v in r["test_acc_std"]], fmt))
-    plot_panels(out, "final_error_vs_sparsity.png", {"LeNet-300-100, MNIST -> Fashion-MNIST": lines}, "sparsity (%)",
-                "final test error (%)")
-
-
 register(Reproduction(
     name="movement_transfer",
     paper="Sanh, Wolf & Rush 2020, movement vs magnitude pruning during transfer fine-tuning",
     setups=setups(STEPS, SPARSITIES),
-    seeds=(0, 1, 2),
     check=check,
-    metric="test_acc",
     ci=True,
     fast_setups=setups(FAST_STEPS, FAST_SPARSITIES),
-    fast_seeds=(0,),
     check_runs=check_runs,
-    plot=plot,
     prepare=prepare,
+    view=View(curve=lambda row: METHODS.get(str(row.get("schedule.name")), str(row.get("schedule.name"))), order=tuple(METHODS.values()),
+              picture="sweep"),
 ))

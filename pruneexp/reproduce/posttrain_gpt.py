@@ -34,7 +34,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pruneexp.reproduce import Check, Reproduction, claim_check, register
+from pruneexp.report import View
+from pruneexp.reproduce import Check, Reproduction, claim_check, plot_panels, register
 from pruneexp.results.store import write_text
 
 SPARSITIES = (0.5, 0.6, 0.7)
@@ -151,9 +152,6 @@ def setup_name(row: pd.Series) -> str:
 def plot(table: pd.DataFrame, out: Path) -> None:
     """ppl.md (test perplexity and gap to the entropy floor of every setup's levels, mean over
     seeds) and ppl_vs_sparsity.png (the weight-pruning setups' pruned level against sparsity)."""
-    from pruneexp.plots import _pyplot, save
-
-    plt = _pyplot()
     if "test_ppl_mean" not in table:
         return
     lines = ["| setup | level | test perplexity | gap to floor (nats) | weights remaining % | floor e^H | seeds |",
@@ -164,37 +162,40 @@ def plot(table: pd.DataFrame, out: Path) -> None:
                      f"{100 * r['remaining_mean']:.2f} | {math.exp(r['entropy_floor_mean']):.3f} | {r['seeds']} |")
     write_text(out / "ppl.md", "\n".join(lines) + "\n")
     pruned = table[(table["name"] == "pruned") & (table.get("schedule.heads", 0) == 0)] if "criterion.name" in table else table[:0]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    lines = []
     for m in METHODS:
         r = pruned[pruned["criterion.name"] == m]
         r = r[r["prune.granularity"] != "nm"] if "prune.granularity" in r else r
         r = r.sort_values("remaining_mean", ascending=False)
         if len(r):
-            ax.errorbar(100 * (1 - r["remaining_mean"]), r["test_ppl_mean"], yerr=r["test_ppl_std"].fillna(0), marker="o", capsize=3, label=m)
-    ax.axhline(math.exp(table["entropy_floor_mean"].iloc[0]), color="grey", ls="--", label="entropy floor e^H")
+            lines.append((m, list(100 * (1 - r["remaining_mean"])), list(r["test_ppl_mean"]), list(r["test_ppl_std"].fillna(0)), "o-"))
+    xs = [x for line in lines for x in line[1]] or [0.0, 100.0]
+    span = [min(xs), max(xs)]
+    lines.append(("entropy floor e^H", span, [math.exp(table["entropy_floor_mean"].iloc[0])] * 2, [], "--"))
     dense = table[table["name"] == "dense"]
     if len(dense):
-        ax.axhline(dense["test_ppl_mean"].iloc[0], color="black", ls=":", label="dense")
-    ax.set_xlabel("sparsity (%)")
-    ax.set_ylabel("test perplexity")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    save(fig, out / "ppl_vs_sparsity.png")
+        lines.append((f"dense ({dense['test_ppl_mean'].iloc[0]:.3f})", span, [dense["test_ppl_mean"].iloc[0]] * 2, [], "k:"))
+    plot_panels(out, "ppl_vs_sparsity.png", {"GPT on the Markov chain: weight pruning, no fine-tuning": lines}, "sparsity (%)",
+                "test perplexity")
+
+
+def curve(row: pd.Series) -> str:
+    """A setup's curve in the report's figure: its criterion (2:4 apart), or the heads' score."""
+    if (row.get("schedule.heads", 0) or 0) > 0:
+        return f"heads ({row.get('schedule.head_score')})"
+    return f"{row.get('criterion.name')}{' 2:4' if row.get('prune.granularity') == 'nm' else ''}"
 
 
 register(Reproduction(
     name="posttrain_gpt",
     paper="Sun et al. 2023 (Wanda), Frantar & Alistarh 2023 (SparseGPT), Michel et al. 2019 (heads)",
     setups=setups(),
-    seeds=(0, 1, 2),
-    check=lambda table: [],
     check_runs=check_runs,
     fast=["dataset.order=1", "dataset.block_size=32", "dataset.train_size=4096", "dataset.val_size=256", "dataset.test_size=512",
           "model.n_layer=2", "model.n_embd=64", "model.n_head=4", "train.duration=300it", "train.lr=1e-2", "train.warmup=0it",
           "train.eval_every=300it"],
-    fast_seeds=(0,),
-    metric="test_acc",
     plot=plot,
     ci=True,
+    # no paper number to mark: the papers' numbers are for LLaMA and OPT, not this small GPT
+    view=View(curve=curve, order=tuple(METHODS)),
 ))

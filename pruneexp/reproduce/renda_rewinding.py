@@ -31,11 +31,8 @@ register(Reproduction(
     name="renda_rewinding",
     paper="Renda et al. 2020, rewinding vs fine-tuning",
     setups={m: [f"schedule.retrain={m}"] for m in MODES},
-    seeds=(0, 1, 2),
     check=check,
     # half the training, the same shape: rewind at 1/6, budget 5/6 of the training, 8 levels (16.8 %)
     fast=["schedule.levels=8", "train.duration=1500it", "schedule.rewind=250it", "schedule.finetune.duration=1250it",
           "train.milestones=[750it,1125it]"],
-    fast_seeds=(0,),
-    metric="test_acc",
 ))
