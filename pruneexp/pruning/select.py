@@ -253,6 +253,8 @@ def check_finite(scores: Mapping[str, Tensor], current: MaskSet, names: list[str
     miss the asked sparsity. Already-pruned weights may score anything (the selector ignores them)."""
     for n in names:
         s = scores[n].detach()
+        if bool(torch.isfinite(s.sum())):  # a finite sum has no NaN or infinite term: the common case, in one pass
+            continue
         bad = ~torch.isfinite(s)
         if s.shape == current[n].shape:
             bad = bad & current[n].to(bad.device)
@@ -266,7 +268,7 @@ def _check_kept(where: str, kept: int, flat: Tensor, sparsity: float, n_layers: 
     """The selector keeps exactly the count the target asks (or every live group, if fewer are
     alive), plus at most one group per layer for the keep-one rule; anything else is a bug that
     would record a sparsity other than the one asked for, so it stops the run."""
-    alive = int(torch.isfinite(flat).sum())
+    alive = int(np.count_nonzero(np.isfinite(flat.numpy())))  # flat: float64 on the CPU (_group_scores)
     want = min(n_to_keep(flat.numel(), sparsity), alive)
     if not want <= kept <= want + n_layers:
         raise PruneexpError(f"The selector kept {kept} of {flat.numel()} groups in {where} where sparsity {sparsity:g} "
