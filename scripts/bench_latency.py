@@ -10,8 +10,10 @@ B. ResNet-20 and VGG-11 (CIFAR shapes, 3x32x32) channel-pruned to 30/50/70 % of 
 Every form is checked against the masked model before it is timed (pruneexp.measure.latency).
 Weights are random (initialisation), which does not change the timing of dense or shrunk forms and
 gives CSR a uniformly random sparsity pattern. Writes results/benchmarks/latency_cpu.{csv,md}.
+No speedup goal is stated (issue 5 asks each figure beside its FLOP-ratio ideal, and the table to
+say where a form is slower than dense); `--json` gives each speedup with its ideal.
 
-    python scripts/bench_latency.py [--threads 1] [--quick] [--out results/benchmarks]
+    python scripts/bench_latency.py [--threads 1] [--quick] [--out results/benchmarks] [--json PATH]
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from pruneexp.measure.flops import count_layer_flops, effective_flops
-from pruneexp.measure.latency import Target, measure_level
-from pruneexp.measure.timing import Protocol
-from pruneexp.models import create_model
-from pruneexp.pruning.masks import MaskSet, prunable_weights
-from pruneexp.pruning.shrink import NORMS, PRODUCERS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchgoals import Figure, write_json  # noqa: E402
+
+from pruneexp.measure.flops import count_layer_flops, effective_flops  # noqa: E402
+from pruneexp.measure.latency import Target, measure_level  # noqa: E402
+from pruneexp.measure.timing import Protocol  # noqa: E402
+from pruneexp.models import create_model  # noqa: E402
+from pruneexp.pruning.masks import MaskSet, prunable_weights  # noqa: E402
+from pruneexp.pruning.shrink import NORMS, PRODUCERS  # noqa: E402
 
 
 def unstructured_masks(model: nn.Module, sparsity: float) -> MaskSet:
@@ -120,6 +125,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny protocol and one level each (smoke test)")
     ap.add_argument("--out", default="results/benchmarks")
+    ap.add_argument("--json", default=None, metavar="PATH", help="also write each speedup beside its FLOP ideal (for bench_all.py)")
     args = ap.parse_args()
     protocol = Protocol(warmup=2, min_reps=3, min_time_s=0.0) if args.quick else Protocol(warmup=3, min_reps=10, min_time_s=0.5)
     started = time.perf_counter()
@@ -160,6 +166,20 @@ def main() -> None:
     md = markdown(table)
     (out / "latency_cpu.md").write_text(header + md + "\n")
     print(header + md)
+    if args.json:
+        write_json(args.json, "bench_latency", args.threads, figures(table))
+
+
+def figures(table: pd.DataFrame) -> list[Figure]:
+    """Each form's speedup over dense (dense median / form median, same batch), no goal stated;
+    None where the form did not run (its status says why)."""
+    out = []
+    for r in table.to_dict("records"):
+        speedup, ideal = r["speedup"], r["FLOP speedup (ideal)"]
+        out.append(Figure(f"latency {r['model']} {r['pruned']} batch {r['batch']}: {r['form']} speedup vs dense",
+                          None if pd.isna(speedup) else float(speedup), None, "none stated (issue 5)",
+                          (f"FLOP ideal {ideal:.2f}x; " if not pd.isna(ideal) else "") + str(r["verdict"])))
+    return out
 
 
 def _load() -> str:

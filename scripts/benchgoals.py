@@ -26,12 +26,12 @@ COMPARE = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator
 
 @dataclass
 class Figure:
-    """One measured figure: `value` (a ratio), its `goal` (`"<= 1.1"`, or None where none is
-    stated), `source` (the issue or note that states the goal, or why there is none) and `detail`
-    (the numbers behind the ratio)."""
+    """One measured figure: `value` (a ratio; None where nothing could be measured, `detail` says
+    why), its `goal` (`"<= 1.1"`, or None where none is stated), `source` (the issue or note that
+    states the goal, or why there is none) and `detail` (the numbers behind the ratio)."""
 
     figure: str
-    value: float
+    value: float | None
     goal: str | None
     source: str
     detail: str = ""
@@ -41,14 +41,15 @@ class Figure:
         return holds(self.value, self.goal)
 
 
-def holds(value: float, goal: str | None) -> bool | None:
-    """`value` against a goal written as `OP NUMBER` (OP one of <=, >=, <, >); None for no goal."""
+def holds(value: float | None, goal: str | None) -> bool | None:
+    """`value` against a goal written as `OP NUMBER` (OP one of <=, >=, <, >); None for no goal,
+    False for a goal with no value (nothing measured meets nothing)."""
     if goal is None:
         return None
     op, _, number = goal.strip().partition(" ")
     if op not in COMPARE:
         raise ValueError(f"goal '{goal}' is not 'OP NUMBER' with OP one of {', '.join(COMPARE)}")
-    return bool(COMPARE[op](float(value), float(number)))
+    return value is not None and bool(COMPARE[op](float(value), float(number)))
 
 
 def write_json(path: str | os.PathLike, benchmark: str, threads: int, figures: list[Figure]) -> None:
