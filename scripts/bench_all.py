@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchgoals import holds  # noqa: E402
+from benchgoals import holds, load_average  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent
 # name -> (arguments of the full run, arguments of --quick, a smoke run of the table's plumbing)
@@ -55,13 +55,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "?"
 
 
 def commit() -> str:

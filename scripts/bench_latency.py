@@ -31,7 +31,7 @@ import torch_pruning as tp
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchgoals import Figure, write_json  # noqa: E402
+from benchgoals import Figure, load_average, write_json  # noqa: E402
 
 from pruneexp.measure.flops import count_layer_flops, effective_flops  # noqa: E402
 from pruneexp.measure.latency import Target, measure_level  # noqa: E402
@@ -120,7 +120,7 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
 
 def main() -> None:
     """Run parts A and B, write latency_cpu.csv (every row) and latency_cpu.md (the summary table)."""
-    load_before = _load()
+    load_before = load_average()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny protocol and one level each (smoke test)")
@@ -162,7 +162,7 @@ def main() -> None:
               f"speedup = dense median / form median at the same batch; FLOP ratio = form FLOPs / dense FLOPs "
               f"(CSR: the effective ratio, density-weighted; shrunk: counted on the shrunk model)  \n"
               f"wall time of the whole benchmark: {time.perf_counter() - started:.0f}s; "
-              f"1-minute load average before/after: {load_before}/{_load()} on {os.cpu_count()} cores\n\n")
+              f"1-minute load average before/after: {load_before}/{load_average()} on {os.cpu_count()} cores\n\n")
     md = markdown(table)
     (out / "latency_cpu.md").write_text(header + md + "\n")
     print(header + md)
@@ -180,13 +180,6 @@ def figures(table: pd.DataFrame) -> list[Figure]:
                           None if pd.isna(speedup) else float(speedup), None, "none stated (issue 5)",
                           (f"FLOP ideal {ideal:.2f}x; " if not pd.isna(ideal) else "") + str(r["verdict"])))
     return out
-
-
-def _load() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "?"
 
 
 def markdown(df: pd.DataFrame) -> str:

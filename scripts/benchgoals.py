@@ -56,3 +56,11 @@ def write_json(path: str | os.PathLike, benchmark: str, threads: int, figures: l
     """Write a benchmark's figures for bench_all.py (atomically, pruneexp.io)."""
     text = json.dumps({"benchmark": benchmark, "threads": threads, "figures": [asdict(f) for f in figures]}, indent=1)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def load_average() -> str:
+    """The 1-minute load average (how busy the machine was), or '?' where /proc is absent."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
