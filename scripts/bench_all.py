@@ -88,6 +88,8 @@ def run_benchmark(name: str, args: list[str], tmp: Path) -> tuple[list[dict], di
         why = (proc.stderr.strip().splitlines() or ["no --json output"])[-1]
         return [row(name, f"(failed: exit {proc.returncode}: {why})", None, None, False, "", "")], info
     data = json.loads(out.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("figures"), list):
+        return [row(name, "(failed: its --json output is not benchgoals.py's format)", None, None, False, "", "")], info
     return [row(name, f["figure"], f["value"], f["goal"], holds(f["value"], f["goal"]), f["source"], f.get("detail", ""),
                 data.get("threads")) for f in data["figures"]], info
 
@@ -152,7 +154,7 @@ def main() -> None:
 
         outputs = "\n".join(f"## {r['name']}\n\n```\n{r['output'].rstrip()}\n```\n" for r in runs if r["rc"] is not None)
         atomic_write(opts.out, lambda p: Path(p).write_text(text + "\n# What each benchmark printed\n\n" + outputs))
-    sys.exit(1 if any(r["rc"] not in (0, None) for r in runs) else 0)
+    sys.exit(1 if any(r["figure"].startswith("(failed") for r in rows) else 0)
 
 
 if __name__ == "__main__":

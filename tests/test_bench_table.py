@@ -37,8 +37,11 @@ def test_the_table_has_every_figure_its_goal_and_the_failures(tmp_path, monkeypa
         "print('what it prints alone')\n")
     bad = tmp_path / "bench_bad.py"
     bad.write_text("import sys\nsys.exit('no data here')\n")
+    other = tmp_path / "bench_other.py"  # writes JSON of its own shape
+    other.write_text("import json, sys\njson.dump([{'ratio': 1.0}], open(sys.argv[sys.argv.index('--json') + 1], 'w'))\n")
     monkeypatch.setattr(bench_all, "SCRIPTS", tmp_path)
-    monkeypatch.setattr(bench_all, "BENCHMARKS", {"bench_good": (["--repeats", "2"], []), "bench_bad": ([], []), "bench_gone": ([], [])})
+    monkeypatch.setattr(bench_all, "BENCHMARKS", {"bench_good": (["--repeats", "2"], []), "bench_bad": ([], []), "bench_other": ([], []),
+                                                     "bench_gone": ([], [])})
     out = tmp_path / "bench.md"
     monkeypatch.setattr(sys, "argv", ["bench_all.py", "--out", str(out)])
     with pytest.raises(SystemExit) as stop:
@@ -51,6 +54,7 @@ def test_the_table_has_every_figure_its_goal_and_the_failures(tmp_path, monkeypa
         "| bench_good | many / few | 1.300 | <= 1.1 | **NO** | issue 2 | 1 | - |",
         "| bench_good | speedup | 2.500 | - | - | none stated | 1 | a/b |",
         "| bench_bad | (failed: exit 1: no data here) | - | - | **NO** | - | - | - |",
+        "| bench_other | (failed: its --json output is not benchgoals.py's format) | - | - | **NO** | - | - | - |",
         "| bench_gone | (not in this checkout) | - | - | - | - | - | - |",
     ]
     assert "1 of 2 goals hold" in text and "threads per benchmark: 1" in text and "machine: " in text
