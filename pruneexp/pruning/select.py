@@ -79,19 +79,21 @@ def n_to_keep(numel: int, sparsity: float) -> int:
 
 
 def top_k_mask(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask of the k highest scores of a flat tensor, exactly what the first k of a stable
-    descending sort keep (`torch.sort(descending=True, stable=True)`), finite entries only:
+    """Boolean mask (the scores' shape) of the k highest scores, in flattened order, exactly what
+    the first k of a stable descending sort keep (`torch.sort(descending=True, stable=True)`),
+    finite entries only:
     - ties are kept in index order;
     - -inf (an already-pruned weight) sorts last and is never kept;
     - NaN and +inf sort first (torch's order) and take their places among the k, but are never kept
       (the selector refuses them on live weights before this; `check_finite`).
     By selection rather than sorting, among the finite scores alone: with m = k - #{NaN, +inf} the
     places left and v the m-th largest finite score, keep every finite score > v and the first
-    m - #{> v} of those equal to v. The k-th value comes from torch.topk (introselect, or a heap
-    for small k), which stays linear on long runs of equal values, where numpy's introselect falls
-    to its slow fallback (50 ms instead of 6.5 on 266 200 scores, 200 000 of them -inf: gmp's later
-    updates and every dynamic-sparse-training update) and torch.kthvalue's quickselect to
-    quadratic time on descending input. scripts/bench_select.py times it."""
+    m - #{> v} of those equal to v. v comes from torch.topk (introselect, a heap for small k:
+    linear on average, O(n log n) at worst), which stays fast on long runs of equal values and on
+    sorted input. numpy's introselect fell to its slow fallback on such runs (issue 28: 50 ms
+    instead of 6.5 on 266 200 scores, 200 000 of them -inf, as in gmp's later updates and every
+    dynamic-sparse-training update), torch.kthvalue's quickselect to quadratic time on descending
+    input (1.9 s). scripts/bench_select.py times it."""
     flat = scores.detach().reshape(-1).cpu()
     if flat.dtype not in (torch.float32, torch.float64):  # half, bfloat16, integers: float64 keeps their order and ties
         flat = flat.double()
