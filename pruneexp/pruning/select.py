@@ -278,7 +278,10 @@ def _check_kept(where: str, kept: int, flat: Tensor, sparsity: float, n_layers: 
 
 
 def alive_groups(mask: Tensor, gran: Granularity) -> Tensor:
-    """Flat bool over the groups of `gran` in a weight's mask: a group lives while any weight does."""
+    """Flat bool over the groups of `gran` in a weight's mask: a group lives while any weight does
+    (a weight's group is itself: its mask, flattened; read it, never write it)."""
+    if gran.kind in ("weight", "nm"):
+        return mask.cpu().flatten()
     return gran.reduce(mask.double().cpu(), "sum").flatten() > 0
 
 
