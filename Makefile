@@ -32,8 +32,11 @@ reproduce-fast: $(STAMP)
 smollm2: $(STAMP)
 	$(PY) scripts/fetch_smollm2.py
 
+# Every speed benchmark of scripts/ in turn, then one table: each figure (a ratio measured within one
+# process), its goal, whether it holds, the machine and threads. Not part of CI: a shared machine is
+# too noisy for a timed gate. BENCH_ARGS="--quick" checks the plumbing; "--out FILE.md" records it.
 bench: $(STAMP)
-	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -10,8 +10,10 @@ B. ResNet-20 and VGG-11 (CIFAR shapes, 3x32x32) channel-pruned to 30/50/70 % of 
 Every form is checked against the masked model before it is timed (pruneexp.measure.latency).
 Weights are random (initialisation), which does not change the timing of dense or shrunk forms and
 gives CSR a uniformly random sparsity pattern. Writes results/benchmarks/latency_cpu.{csv,md}.
+No speedup goal is stated (issue 5 asks each figure beside its FLOP-ratio ideal, and the table to
+say where a form is slower than dense); `--json` gives each speedup with its ideal.
 
-    python scripts/bench_latency.py [--threads 1] [--quick] [--out results/benchmarks]
+    python scripts/bench_latency.py [--threads 1] [--quick] [--out results/benchmarks] [--json PATH]
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from pruneexp.measure.flops import count_layer_flops, masked_flops
-from pruneexp.measure.latency import Target, measure_level
-from pruneexp.measure.timing import Protocol
-from pruneexp.models import create_model
-from pruneexp.pruning.masks import MaskSet, prunable_weights
-from pruneexp.pruning.shrink import NORMS, PRODUCERS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchgoals import Figure, load_average, write_json  # noqa: E402
+
+from pruneexp.measure.flops import count_layer_flops, masked_flops  # noqa: E402
+from pruneexp.measure.latency import Target, measure_level  # noqa: E402
+from pruneexp.measure.timing import Protocol  # noqa: E402
+from pruneexp.models import create_model  # noqa: E402
+from pruneexp.pruning.masks import MaskSet, prunable_weights  # noqa: E402
+from pruneexp.pruning.shrink import NORMS, PRODUCERS  # noqa: E402
 
 
 def unstructured_masks(model: nn.Module, sparsity: float) -> MaskSet:
@@ -115,11 +120,12 @@ def summarise(rows: list[dict]) -> pd.DataFrame:
 
 def main() -> None:
     """Run parts A and B, write latency_cpu.csv (every row) and latency_cpu.md (the summary table)."""
-    load_before = _load()
+    load_before = load_average()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny protocol and one level each (smoke test)")
     ap.add_argument("--out", default="results/benchmarks")
+    ap.add_argument("--json", default=None, metavar="PATH", help="also write each speedup beside its FLOP ideal (for bench_all.py)")
     args = ap.parse_args()
     protocol = Protocol(warmup=2, min_reps=3, min_time_s=0.0) if args.quick else Protocol(warmup=3, min_reps=10, min_time_s=0.5)
     started = time.perf_counter()
@@ -156,17 +162,24 @@ def main() -> None:
               f"speedup = dense median / form median at the same batch; FLOP ratio = form FLOPs / dense FLOPs "
               f"(CSR: the effective ratio, density-weighted; shrunk: counted on the shrunk model)  \n"
               f"wall time of the whole benchmark: {time.perf_counter() - started:.0f}s; "
-              f"1-minute load average before/after: {load_before}/{_load()} on {os.cpu_count()} cores\n\n")
+              f"1-minute load average before/after: {load_before}/{load_average()} on {os.cpu_count()} cores\n\n")
     md = markdown(table)
     (out / "latency_cpu.md").write_text(header + md + "\n")
     print(header + md)
+    if args.json:
+        write_json(args.json, "bench_latency", args.threads, figures(table))
 
 
-def _load() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split()[0]
-    except OSError:
-        return "?"
+def figures(table: pd.DataFrame) -> list[Figure]:
+    """Each form's speedup over dense (dense median / form median, same batch), no goal stated;
+    None where the form did not run (its status says why)."""
+    out = []
+    for r in table.to_dict("records"):
+        speedup, ideal = r["speedup"], r["FLOP speedup (ideal)"]
+        out.append(Figure(f"latency {r['model']} {r['pruned']} batch {r['batch']}: {r['form']} speedup vs dense",
+                          None if pd.isna(speedup) else float(speedup), None, "none stated (issue 5)",
+                          (f"FLOP ideal {ideal:.2f}x; " if not pd.isna(ideal) else "") + str(r["verdict"])))
+    return out
 
 
 def markdown(df: pd.DataFrame) -> str:

@@ -11,9 +11,10 @@ initialisation with the same optimizer (fused Adam, pruneexp's default), evaluat
 final weights at the end, as pruneexp does. The FLOP floor is the time of
 the step's matrix products alone (3 forward, 5 backward), timed at the same shapes.
 
-    PRUNEEXP_DATA=/work/shared/data python scripts/bench_level.py [--iters 3000] [--repeats 3] [--baseline DIR]
+    PRUNEEXP_DATA=/work/shared/data python scripts/bench_level.py [--iters 3000] [--repeats 3] [--baseline DIR] [--json PATH]
 
-Prints ms per iteration of each and the ratios. `--baseline DIR` also times the runner of another
+Prints ms per iteration of each and the ratios. Goals (issue 9): pruneexp at most 1.1x the
+hand-written loop, and, against the checkout before issue 9 (`--baseline`), at most 0.6x its time. `--baseline DIR` also times the runner of another
 checkout (e.g. `git worktree add /tmp/base <older commit>`), in a subprocess interleaved with the
 others, so that both see the same machine load. `--clock cpu` counts the CPU time of the timing
 thread instead of wall time (everything runs on one thread), for a machine shared with other work:
@@ -29,16 +30,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
-from pruneexp.cli import CONF_DIR
-from pruneexp.conf_store import register_configs
-from pruneexp.data import load_data
-from pruneexp.runner import run
-from pruneexp.train.optim import make_optimizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchgoals import Figure, write_json  # noqa: E402
+
+from pruneexp.cli import CONF_DIR  # noqa: E402
+from pruneexp.conf_store import register_configs  # noqa: E402
+from pruneexp.data import load_data  # noqa: E402
+from pruneexp.runner import run  # noqa: E402
+from pruneexp.train.optim import make_optimizer  # noqa: E402
 
 
 EXTRA: list[str] = []  # --set KEY=VALUE overrides, e.g. train.optimizer_impl=foreach
@@ -162,6 +167,7 @@ def main() -> None:
                         help="a config override for pruneexp and the hand-written loop (not the baseline), e.g. train.optimizer_impl=foreach")
     parser.add_argument("--clock", choices=sorted(CLOCK), default="wall",
                         help="wall time, or the CPU time of the (single) timing thread on a shared machine")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures and their goals (for bench_all.py)")
     parser.add_argument("--runner-only", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     use_clock(opts.clock)
@@ -184,10 +190,17 @@ def main() -> None:
     print(f"  hand-written loop  {h:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in hand)})")
     print(f"  FLOP floor         {f:6.3f} ms/it   (matrix products only)")
     print(f"  pruneexp / hand = {o / h:.2f}   pruneexp / floor = {o / f:.2f}")
+    what = f"one lth_lenet level, {opts.iters} iterations, {opts.clock} clock"
+    figures = [Figure(f"{what}: pruneexp / hand-written loop", o / h, "<= 1.1", "issue 9", f"{o:.3f} vs {h:.3f} ms/it, median of {opts.repeats}"),
+               Figure(f"{what}: pruneexp / FLOP floor", o / f, None, "none stated (issue 9 asks it printed)", f"{o:.3f} vs {f:.3f} ms/it")]
     if base:
         b = statistics.median(base)
         print(f"  baseline runner    {b:6.3f} ms/it   ({opts.baseline}; runs: {', '.join(f'{v:.3f}' for v in base)})")
         print(f"  pruneexp / baseline = {o / b:.2f}")
+        figures.append(Figure(f"{what}: pruneexp / baseline runner", o / b, "<= 0.6", "issue 9 (baseline: the code before it)",
+                              f"{o:.3f} vs {b:.3f} ms/it; baseline {opts.baseline}"))
+    if opts.json:
+        write_json(opts.json, "bench_level", torch.get_num_threads(), figures)
 
 
 if __name__ == "__main__":

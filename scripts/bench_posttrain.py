@@ -33,6 +33,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchgoals import Figure, write_json  # noqa: E402
 
 
 def calibration(model_dir: str, nsamples: int, seqlen: int, cache: str):
@@ -207,27 +210,26 @@ def agreement(a: dict, b: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="SmolLM2 directory (default: fetched into $PRUNEEXP_CACHE)")
-    ap.add_argument("--reference-sparsegpt", required=False, default="", help="a checkout of IST-DASLab/sparsegpt")
-    ap.add_argument("--reference-wanda", required=False, default="", help="a checkout of locuslab/wanda")
+    ap.add_argument("--reference-sparsegpt", default=os.environ.get("PRUNEEXP_REF_SPARSEGPT", ""),
+                    help="a checkout of IST-DASLab/sparsegpt (default $PRUNEEXP_REF_SPARSEGPT)")
+    ap.add_argument("--reference-wanda", default=os.environ.get("PRUNEEXP_REF_WANDA", ""),
+                    help="a checkout of locuslab/wanda (default $PRUNEEXP_REF_WANDA)")
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=8, help="ours: calibration sequences per block forward")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="sparsegpt,wanda")
-    ap.add_argument("--json", default="", help="also write the results here")
+    ap.add_argument("--json", default="", help="also write the figures and goals here (scripts/benchgoals.py, for make bench)")
     ap.add_argument("--gpt8", action="store_true", help="only the 8-block GPT measurement (blocks vs one pass; goal <= 1.5x)")
+    ap.add_argument("--no-gpt8", action="store_true", help="skip the 8-block GPT measurement")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--scratch", default="", help=argparse.SUPPRESS)
     ap.add_argument("--cache", default=os.environ.get("PRUNEEXP_CACHE", str(Path.home() / ".cache" / "pruneexp")))
     args = ap.parse_args()
+    figures = []
     if args.gpt8:
-        t = gpt8(args)
-        ratio = t["blocks"] / t["one pass"]
-        print(f"8-block GPT (256 wide), Wanda, 8 x 32 x 128 calibration tokens, {args.threads} thread(s): one pass {t['one pass']:.2f} s, "
-              f"blocks {t['blocks']:.2f} s, whole model per block {t['whole model per block']:.2f} s; blocks / one pass {ratio:.2f} "
-              f"[goal <= 1.5: {'holds' if ratio <= 1.5 else 'MISSED'}]")
-        if args.json:
-            Path(args.json).write_text(json.dumps(dict(gpt8=t, ratio=ratio), indent=1) + "\n")
+        figures.append(gpt8_figure(args))
+        finish(args, figures)
         return
     if args.model is None:
         from pruneexp.fetch import smollm2
@@ -274,8 +276,34 @@ def main() -> None:
                 line += f" (algorithm {row['ratio_algorithm']:.2f})"
             line += f" [goal <= 1.0: {'holds' if row['ratio_total'] <= 1.0 else 'MISSED'}] | masks agree {100 * row['mask_agreement']:.2f} %"
         print(line, flush=True)
+    for row in rows:
+        theirs = row["reference"]
+        for what, key in (("pruning (statistics + algorithm)", "ratio_total"), ("the algorithm alone", "ratio_algorithm")):
+            if what.startswith("the algorithm") and row["ours"]["algorithm_s"] is None:
+                continue
+            figures.append(Figure(f"{row['method']} on SmolLM2-135M at 50 %, {what}: ours / reference", row.get(key),
+                                  "<= 1.0", "issue 24",
+                                  f"ours {row['ours']['total_s']:.1f} s, peak {row['ours']['peak_rss_gib']:.2f} GiB"
+                                  + (f"; reference {theirs['total_s']:.1f} s, masks agree {100 * row['mask_agreement']:.2f} %"
+                                     if theirs else "; no reference checkout given (--reference-sparsegpt / --reference-wanda)")))
+    if not args.no_gpt8:
+        figures.append(gpt8_figure(args))
+    finish(args, figures)
+
+
+def gpt8_figure(args: argparse.Namespace) -> "Figure":
+    t = gpt8(args)
+    ratio = t["blocks"] / t["one pass"]
+    print(f"8-block GPT (256 wide), Wanda, 8 x 32 x 128 calibration tokens, {args.threads} thread(s): one pass {t['one pass']:.2f} s, "
+          f"blocks {t['blocks']:.2f} s, whole model per block {t['whole model per block']:.2f} s; blocks / one pass {ratio:.2f} "
+          f"[goal <= 1.5: {'holds' if ratio <= 1.5 else 'MISSED'}]", flush=True)
+    return Figure("8-block GPT, Wanda: block by block / every layer in one pass", ratio, "<= 1.5", "issue 24",
+                  f"one pass {t['one pass']:.2f} s, blocks {t['blocks']:.2f} s, whole model per block {t['whole model per block']:.2f} s")
+
+
+def finish(args: argparse.Namespace, figures: list) -> None:
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, "bench_posttrain", args.threads, figures)
 
 
 if __name__ == "__main__":

@@ -163,3 +163,53 @@ def test_chains_are_read_from_the_traced_graph_not_from_shapes():
     assert live_units(lenet5, MaskSet.dense(prunable_weights(lenet5))) == "1-6-16-120-84-10"
     vgg = create_model("vgg11", (3, 32, 32), 10)
     assert traced_graph(vgg) is not None and len(following_batchnorm(vgg)) == 8  # one BatchNorm after each conv
+
+
+def test_traced_graph_is_cached_per_model_and_retraced_when_its_modules_change(monkeypatch):
+    """Level records ask for the traced graph on every level (gmp and dst write many): it is
+    traced once per model structure. A sparsifier that swaps layers (sparse VD wraps them for
+    training and folds them back), a changed parameter shape, a train/eval switch and another
+    model each get their own trace, never a stale graph."""
+    from omegaconf import OmegaConf
+
+    from pruneexp.pruning import graph as graph_mod
+    from pruneexp.pruning.masks import effective_counts
+    from pruneexp.regularizers.sparse_vd import SparseVD, SparseVDConfig
+
+    traces = []
+    trace = graph_mod.LayerTracer.trace
+    monkeypatch.setattr(graph_mod.LayerTracer, "trace", lambda self, root, *a, **k: traces.append(root) or trace(self, root, *a, **k))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    m1 = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    m2 = torch.tensor([[1, 1, 0], [0, 0, 0]], dtype=torch.bool)
+    masks = MaskSet({"0.weight": m1, "2.weight": m2})
+    first = graph_mod.traced_graph(model)
+    for _ in range(3):  # the level rows of three levels: one trace
+        assert effective_counts(model, masks) == {"0.weight": 2, "2.weight": 1}
+    assert len(traces) == 1 and graph_mod.traced_graph(model) is first
+
+    # sparse VD swaps the layers for its own: re-traced, and the wrapped model is no plain chain
+    svd = SparseVD(OmegaConf.structured(SparseVDConfig(name="sparse_vd")))
+    prunable = prunable_weights(model)
+    svd.wrap(model, prunable, n_train=100)
+    wrapped = graph_mod.traced_graph(model)
+    assert len(traces) == 2 and wrapped is not first
+    assert {n.target for n in wrapped.nodes if n.op == "call_module"} != {n.target for n in first.nodes if n.op == "call_module"}
+    # folded back to plain layers (new module objects): traced again, the same counts as before
+    svd.fold(model, MaskSet.dense(prunable))
+    assert effective_counts(model, masks) == {"0.weight": 2, "2.weight": 1}
+    assert len(traces) == 3
+    assert effective_counts(model, masks) == {"0.weight": 2, "2.weight": 1} and len(traces) == 3
+
+    model.eval()  # a forward may branch on self.training
+    graph_mod.traced_graph(model)
+    assert len(traces) == 4
+    model[2] = nn.Linear(3, 5)  # another layer at the same name
+    wider = MaskSet({"0.weight": m1, "2.weight": torch.ones(5, 3, dtype=torch.bool)})
+    assert effective_counts(model, wider) == {"0.weight": 3, "2.weight": 10} and len(traces) == 5
+
+    twin = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))  # same structure, another model
+    graph_mod.traced_graph(twin)
+    assert len(traces) == 6 and traces[-1] is twin

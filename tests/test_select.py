@@ -81,19 +81,83 @@ def test_row_scope_prunes_every_output_row_to_the_target():
     assert not global_masks["w"][0].any()  # a global threshold would empty the first row instead
 
 
+def stable_sort_top_k(s: torch.Tensor, k: int) -> torch.Tensor:
+    """The rule top_k_mask keeps: the first k of a stable descending sort (torch's order: NaN, +inf,
+    the finite scores, -inf), of which only the finite ones."""
+    order = torch.sort(s.flatten(), descending=True, stable=True).indices
+    want = torch.zeros(s.numel(), dtype=torch.bool)
+    want[order[:k]] = True
+    return want.view(s.shape) & torch.isfinite(s)
+
+
 def test_top_k_by_selection_equals_the_stable_sort():
     """top_k_mask finds the k-th largest score by selection; it must keep exactly what the first k
-    of a stable descending sort keep (ties to the earlier index, -inf never kept)."""
+    of a stable descending sort keep (ties to the earlier index, -inf never kept, NaN and +inf
+    taking their sorted places but never kept)."""
     g = torch.Generator().manual_seed(0)
-    for _ in range(200):
+    for trial in range(300):
         n = int(torch.randint(1, 200, (1,), generator=g))
         s = torch.randint(0, 4, (n,), generator=g).double()  # many ties
-        s[torch.rand(n, generator=g) < 0.2] = float("-inf")  # already pruned
-        order = torch.sort(s, descending=True, stable=True).indices
+        u = torch.rand(n, generator=g)
+        s[u < 0.2] = float("-inf")  # already pruned
+        if trial % 3 == 0:  # non-finite scores above the finite ones
+            s[(u >= 0.2) & (u < 0.25)] = float("nan")
+            s[(u >= 0.25) & (u < 0.3)] = float("inf")
         for k in (0, 1, n // 3, n // 2, n - 1, n, n + 2):
-            want = torch.zeros(n, dtype=torch.bool)
-            want[order[:k]] = True
-            assert torch.equal(top_k_mask(s, k), want & torch.isfinite(s)), (n, k)
+            assert torch.equal(top_k_mask(s, k), stable_sort_top_k(s, k)), (n, k)
+
+
+@pytest.mark.parametrize("case", ["inf_run", "inf_scattered", "zero_run", "zeros_scattered", "inf_and_zero_runs",
+                                  "descending", "ascending", "all_equal", "two_values"])
+def test_top_k_on_long_runs_of_equal_scores_equals_the_stable_sort(case):
+    """Long runs of -inf (the already-pruned weights of gmp's later updates and of dynamic sparse
+    training) and of equal finite scores (regrown weights at zero), contiguous and scattered, and
+    sorted input (the worst case of a quickselect): still exactly the stable sort's choice."""
+    g = torch.Generator().manual_seed(1)
+    n = 30_000
+    s = torch.randn(n, generator=g, dtype=torch.float64)
+    scatter = torch.randperm(n, generator=g)[: 3 * n // 4]
+    if case == "inf_run":
+        s[1000:1000 + 3 * n // 4] = float("-inf")
+    elif case == "inf_scattered":
+        s[scatter] = float("-inf")
+    elif case == "zero_run":
+        s[5000:5000 + 3 * n // 4] = 0.0
+    elif case == "zeros_scattered":
+        s[scatter] = 0.0
+    elif case == "inf_and_zero_runs":
+        s[: n // 2] = float("-inf")
+        s[n // 2: 3 * n // 4] = 0.0
+    elif case == "descending":
+        s = s.sort(descending=True).values
+    elif case == "ascending":
+        s = s.sort().values
+    elif case == "all_equal":
+        s = torch.full((n,), 0.5, dtype=torch.float64)
+    elif case == "two_values":
+        s = torch.randint(0, 2, (n,), generator=g).double()
+    alive = int(torch.isfinite(s).sum())
+    for k in sorted({1, 7, alive // 10, alive // 2, alive - 1, alive, alive + 3, n // 2, n}):
+        assert torch.equal(top_k_mask(s, k), stable_sort_top_k(s, k)), (case, k)
+    # k landing exactly on the run of equal values: the first of them (by index) fill the places left
+    if case in ("zero_run", "zeros_scattered"):
+        above = int((s > 0).sum())
+        for k in (above, above + 1, above + 100, above + 3 * n // 4 - 1):
+            assert torch.equal(top_k_mask(s, k), stable_sort_top_k(s, k)), (case, k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int64])
+def test_top_k_keeps_dtype_ties_and_shape(dtype):
+    """Scores in any dtype (movement and dst pass the model's) are compared as they are: ties of a
+    low-precision dtype stay ties; the mask has the scores' shape and device."""
+    g = torch.Generator().manual_seed(2)
+    s = (torch.randn(40, 50, generator=g) * 3).to(dtype)
+    if dtype.is_floating_point:
+        s[:10] = float("-inf")
+    for k in (0, 1, 100, 999, 1500, 2000):
+        got = top_k_mask(s, k)
+        assert got.shape == s.shape and got.dtype == torch.bool
+        assert torch.equal(got, stable_sort_top_k(s.double(), k)), (dtype, k)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

@@ -79,23 +79,51 @@ def n_to_keep(numel: int, sparsity: float) -> int:
 
 
 def top_k_mask(scores: Tensor, k: int) -> Tensor:
-    """Boolean mask of the k highest scores of a flat tensor; ties kept in index order (what the
-    first k of a stable descending sort keep). Entries scored -inf (already pruned) are never kept.
-    By selection rather than sorting: with v the k-th largest score (numpy's introselect, linear
-    time; torch's kthvalue is 10x slower on CPU), keep every score > v and the first k - #{> v}
-    of those equal to v. On LeNet-300-100 that is about 1 ms against 50 ms for a stable sort,
-    which a prune step every few iterations (gmp, dynamic sparse training) feels."""
-    n = scores.numel()
-    if k >= n:
-        keep = torch.ones_like(scores, dtype=torch.bool)
-    elif k <= 0:
-        keep = torch.zeros_like(scores, dtype=torch.bool)
+    """Boolean mask (the scores' shape) of the k highest scores, in flattened order, exactly what
+    the first k of a stable descending sort keep (`torch.sort(descending=True, stable=True)`),
+    finite entries only:
+    - ties are kept in index order;
+    - -inf (an already-pruned weight) sorts last and is never kept;
+    - NaN and +inf sort first (torch's order) and take their places among the k, but are never kept
+      (the selector refuses them on live weights before this; `check_finite`).
+    By selection rather than sorting, among the finite scores alone: with m = k - #{NaN, +inf} the
+    places left and v the m-th largest finite score, keep every finite score > v and the first
+    m - #{> v} of those equal to v. v comes from torch.topk (introselect, a heap for small k:
+    linear on average, O(n log n) at worst), which stays fast on long runs of equal values and on
+    sorted input. numpy's introselect fell to its slow fallback on such runs (issue 28: 50 ms
+    instead of 6.5 on 266 200 scores, 200 000 of them -inf, as in gmp's later updates and every
+    dynamic-sparse-training update), torch.kthvalue's quickselect to quadratic time on descending
+    input (1.9 s). scripts/bench_select.py times it."""
+    flat = scores.detach().reshape(-1).cpu()
+    if flat.dtype not in (torch.float32, torch.float64):  # half, bfloat16, integers: float64 keeps their order and ties
+        flat = flat.double()
+    x = flat.numpy()
+    n = x.size
+    finite = np.isfinite(x)
+    idx = None if finite.all() else np.flatnonzero(finite)  # finite positions, in index order
+    vals = x if idx is None else x[idx]
+    m = min(k - (n - vals.size - int(np.count_nonzero(np.isneginf(x)))), vals.size)  # NaN and +inf take their places first
+    if m >= vals.size:
+        kept = np.ones(vals.size, dtype=bool)
+    elif m <= 0:
+        kept = np.zeros(vals.size, dtype=bool)
     else:
-        v = float(np.partition(scores.detach().cpu().numpy().ravel(), n - k)[n - k])
-        keep = scores > v
-        ties = (scores == v).nonzero().flatten()[: k - int(keep.sum())]
-        keep[ties] = True
-    return keep & torch.isfinite(scores)
+        v = _kth_largest(vals, m)
+        kept = vals > v
+        kept[np.flatnonzero(vals == v)[: m - int(np.count_nonzero(kept))]] = True
+    if idx is not None:
+        keep = np.zeros(n, dtype=bool)
+        keep[idx] = kept
+        kept = keep
+    return torch.from_numpy(kept).view(scores.shape).to(scores.device)
+
+
+def _kth_largest(vals: np.ndarray, m: int) -> float:
+    """The m-th largest of `vals` (finite, 0 < m < len(vals)), by torch.topk of the smaller side."""
+    t = torch.from_numpy(vals)
+    if 2 * m <= t.numel():
+        return float(t.topk(m, sorted=False).values.min())
+    return float(t.topk(t.numel() - m + 1, largest=False, sorted=False).values.max())
 
 
 ROW_CHUNK = 1 << 22  # scores sorted at once by top_k_rows (32 MiB of float64): memory bounded on any layer width
@@ -234,6 +262,8 @@ def check_finite(scores: Mapping[str, Tensor], current: MaskSet, names: list[str
     miss the asked sparsity. Already-pruned weights may score anything (the selector ignores them)."""
     for n in names:
         s = scores[n].detach()
+        if bool(torch.isfinite(s.sum())):  # a finite sum has no NaN or infinite term: the common case, in one pass
+            continue
         bad = ~torch.isfinite(s)
         if s.shape == current[n].shape:
             bad = bad & current[n].to(bad.device)
@@ -247,7 +277,7 @@ def _check_kept(where: str, kept: int, flat: Tensor, sparsity: float, n_layers: 
     """The selector keeps exactly the count the target asks (or every live group, if fewer are
     alive), plus at most one group per layer for the keep-one rule; anything else is a bug that
     would record a sparsity other than the one asked for, so it stops the run."""
-    alive = int(torch.isfinite(flat).sum())
+    alive = int(np.count_nonzero(np.isfinite(flat.numpy())))  # flat: float64 on the CPU (_group_scores)
     want = min(n_to_keep(flat.numel(), sparsity), alive)
     if not want <= kept <= want + n_layers:
         raise PruneexpError(f"The selector kept {kept} of {flat.numel()} groups in {where} where sparsity {sparsity:g} "
@@ -255,7 +285,10 @@ def _check_kept(where: str, kept: int, flat: Tensor, sparsity: float, n_layers: 
 
 
 def alive_groups(mask: Tensor, gran: Granularity) -> Tensor:
-    """Flat bool over the groups of `gran` in a weight's mask: a group lives while any weight does."""
+    """Flat bool over the groups of `gran` in a weight's mask: a group lives while any weight does
+    (a weight's group is itself: its mask, flattened; read it, never write it)."""
+    if gran.kind in ("weight", "nm"):
+        return mask.cpu().flatten()
     return gran.reduce(mask.double().cpu(), "sum").flatten() > 0
 
 

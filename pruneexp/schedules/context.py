@@ -141,11 +141,16 @@ class RunContext:
     # ---- pruning -----------------------------------------------------------------------------
     def scoring_batches(self) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
         """The criterion's batches: the first `criterion.batches` batches of a permutation of the
-        training split seeded by the run seed (the same batches every call)."""
+        training split seeded by the run seed (the same batches every call). The permutation is
+        drawn on the first call (from its own generator), so a criterion that reads no data
+        (magnitude, at every update of gmp) does not pay for it."""
         c, d = self.cfg.criterion, self.data
-        order = epoch_order(self.cfg.seed, -1, len(d.train_x), d.train_x.device)
+        drawn: list[Tensor] = []
 
         def batches() -> Iterator[tuple[Tensor, Tensor]]:
+            if not drawn:
+                drawn.append(epoch_order(self.cfg.seed, -1, len(d.train_x), d.train_x.device))
+            order = drawn[0]
             for i in range(c.batches):
                 idx = order[i * c.batch_size : (i + 1) * c.batch_size]
                 if len(idx):
