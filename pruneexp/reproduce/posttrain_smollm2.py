@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pruneexp.report import View
 from pruneexp.reproduce import Check, Reproduction, claim_check, plot_panels, register
 
 METHODS = {"magnitude": ["criterion=magnitude", "prune.scope=layerwise"],
@@ -129,26 +130,33 @@ def check_runs(runs: list[Path]) -> list[Check]:
     return checks
 
 
-def plot_runs(runs: list[Path], out: Path) -> None:
-    """ppl_vs_pattern.png: test perplexity of each method at each pattern, ours (SmolLM2-135M on the
-    pydoc help topics) beside the paper's (LLaMA-2-7B on WikiText-2), each panel with its dense line."""
-    rows = run_rows(runs)
-    if rows.empty:
+def pattern_of(row: pd.Series) -> str:
+    """A table row's sparsity pattern: "50 %", "4:8" or "2:4"."""
+    if row.get("prune.granularity") == "nm":
+        n, m = row.get("prune.n"), row.get("prune.m")
+        return f"{int(n)}:{int(m)}" if not (pd.isna(n) or pd.isna(m)) else "2:4"  # prune.n/m are in the table where they differ
+    return f"{round(100 * float(row.get('sparsity', 0.5)))} %"
+
+
+def plot(table: pd.DataFrame, out: Path) -> None:
+    """ppl_vs_pattern.png, from the aggregated table (so it rebuilds from the committed table.csv):
+    test perplexity of each method at each pattern, ours (SmolLM2-135M on the pydoc help topics)
+    beside the paper's (LLaMA-2-7B on WikiText-2), each panel with its dense line, log scale."""
+    if "test_ppl_mean" not in table or "criterion.name" not in table:
         return
-    at = rows.groupby(["method", "pattern"]).agg(ppl=("ppl", "mean")).reset_index()
-    patterns = [p for p in PATTERNS if p in set(at["pattern"])]
+    pruned = table[table["name"] == "pruned"]
+    dense = table[table["name"] == "dense"]["test_ppl_mean"]
+    at = {(r["criterion.name"], pattern_of(r)): r["test_ppl_mean"] for _, r in pruned.iterrows()}
+    patterns = [p for p in PATTERNS if any((m, p) in at for m in METHODS)]
+    if not patterns or dense.empty:
+        return
     x = list(range(len(patterns)))
     fmt = {"magnitude": "s-", "wanda": "o-", "sparsegpt": "^-"}
-    ours = []
-    for m in METHODS:
-        r = at[at["method"] == m].set_index("pattern")
-        ours.append((m, x, [float(r.loc[p, "ppl"]) if p in r.index else math.nan for p in patterns], [], fmt[m]))
-    ours.append(("dense", x, [float(rows["dense_ppl"].iloc[0])] * len(x), [], "k:"))
-    paper = [(m, x, [PAPER[p][m] for p in patterns], [], fmt[m]) for m in METHODS] + [("dense", x, [PAPER_DENSE] * len(x), [], "k:")]
-    plot_panels(out, "ppl_vs_pattern.png", {"ours: SmolLM2-135M, pydoc help topics": ours,
-                                            "Wanda README: LLaMA-2-7B, WikiText-2": paper},
-                "sparsity pattern (50 % of every decoder linear)", "test perplexity (log scale)", log_y=True,
-                xticks=(x, patterns))
+    ours = [(m, x, [at.get((m, p), math.nan) for p in patterns], [], fmt[m]) for m in METHODS]
+    paper = [(m, x, [PAPER[p][m] for p in patterns], [], fmt[m]) for m in METHODS]
+    plot_panels(out, "ppl_vs_pattern.png", {"ours: SmolLM2-135M, pydoc help topics": ours + [("dense", x, [float(dense.iloc[0])] * len(x), [], "k:")],
+                                            "Wanda README: LLaMA-2-7B, WikiText-2": paper + [("dense", x, [PAPER_DENSE] * len(x), [], "k:")]},
+                "sparsity pattern (of every decoder linear)", "test perplexity (log scale)", log_y=True, xticks=(x, patterns))
 
 
 register(Reproduction(
@@ -156,9 +164,10 @@ register(Reproduction(
     paper="Frantar & Alistarh 2023 (SparseGPT), Sun et al. 2023 (Wanda), on SmolLM2-135M",
     setups=setups(),
     seeds=(0,),
-    check=lambda table: [],
     check_runs=check_runs,
-    plot_runs=plot_runs,
+    plot=plot,
+    # the report's own figure: a panel per pattern, a curve per method, dense -> pruned perplexity
+    view=View(panel=pattern_of, curve=lambda row: str(row.get("criterion.name")), order=(*PATTERNS, *METHODS)),
     prepare=prepare,
     fast=["dataset.block_size=256", "dataset.nsamples=16", "criterion.batches=2", "criterion.batch_size=8", "dataset.eval_windows=4"],
     fast_setups=setups(("50 %", "2:4")),
