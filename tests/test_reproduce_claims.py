@@ -157,3 +157,45 @@ def test_group_lasso_units_claims(tmp_path):
     assert verdict(not_smaller[2]) == "FAIL" and not passed(not_smaller)
     slower = check(runs(70, 0.9815, speedup=0.9))
     assert verdict(slower[2]) == "FAIL"
+
+
+def _smollm2_run(root, method, pattern, ppl, sparsity=0.5, dense=10.0):
+    """A constructed posttrain_smollm2 run folder: config.yaml and levels.csv (dense, pruned)."""
+    import pandas as pd
+
+    n, m = {"4:8": (4, 8), "2:4": (2, 4)}.get(pattern, (2, 4))
+    run = root / f"{method}_{pattern.replace(':', '_').replace(' %', '')}"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "criterion": {"name": method}, "seed": 0, "sparsity": 0.5,
+        "prune": {"granularity": "weight" if pattern == "50 %" else "nm", "n": n, "m": m}}))
+    proto = dict(nsamples=32, seqlen=512, eval_tokens=11242, text_sha256="abc")
+    pd.DataFrame([dict(level=0, name="dense", sparsity=0.0, test_ppl=dense, **proto),
+                  dict(level=1, name="pruned", sparsity=sparsity, test_ppl=ppl, **proto)]).to_csv(run / "levels.csv", index=False)
+    return run
+
+
+def test_posttrain_smollm2_claims_on_constructed_runs(tmp_path):
+    from pruneexp.reproduce.posttrain_smollm2 import check_runs
+
+    ppl = {"magnitude": {"50 %": 280.0, "4:8": 600.0, "2:4": 1500.0}, "wanda": {"50 %": 19.0, "4:8": 30.0, "2:4": 60.0},
+           "sparsegpt": {"50 %": 17.0, "4:8": 24.0, "2:4": 30.0}}
+    runs = [_smollm2_run(tmp_path, m, p, v) for m, per in ppl.items() for p, v in per.items()]
+    checks = {c.claim: c for c in check_runs(runs)}
+    assert checks["50 %: Wanda and SparseGPT far below magnitude (perplexity)"].passed is True
+    assert checks["50 %: Wanda ≈ SparseGPT"].passed is True  # 19 vs 17: 12 % apart
+    assert checks["2:4: Wanda ≈ SparseGPT"].reproduced is False  # 60 vs 30: not reproduced, not a failure
+    assert checks["2:4: Wanda ≈ SparseGPT"].passed is None
+    assert checks["wanda: 50 % < 4:8 < 2:4 in perplexity"].passed is True
+    assert checks["every pruned run at its target sparsity"].passed is True
+
+
+def test_posttrain_smollm2_fails_a_run_off_its_target(tmp_path):
+    from pruneexp.reproduce.posttrain_smollm2 import check_runs
+
+    runs = [_smollm2_run(tmp_path, "magnitude", "50 %", 300.0, sparsity=0.45), _smollm2_run(tmp_path, "wanda", "50 %", 20.0),
+            _smollm2_run(tmp_path, "sparsegpt", "50 %", 200.0)]
+    checks = {c.claim: c for c in check_runs(runs)}
+    assert checks["every pruned run at its target sparsity"].passed is False
+    far = checks["50 %: Wanda and SparseGPT far below magnitude (perplexity)"]
+    assert far.passed is None and far.reproduced is False  # SparseGPT 200 > 0.5 x 300
