@@ -5,6 +5,7 @@ directory is and on the message that names the fix."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,20 @@ def model_directory(path: str, gguf_file: str = "", what: str = "model.path") ->
 
 
 def load_tokenizer(path: str, gguf_file: str = "", what: str = "model.path") -> Any:
-    """The tokenizer saved beside a model at `path` (or inside its GGUF file)."""
+    """The tokenizer saved beside a model at `path` (or inside its GGUF file); read once per process
+    while its files are unchanged (a reproduction's runs share it: reading SmolLM2's takes seconds)."""
     root = model_directory(path, gguf_file, what)
+    files = sorted((root / gguf_file,) if gguf_file else (f for f in root.iterdir() if f.is_file() and "token" in f.name))
+    return _read_tokenizer(str(root), gguf_file, what, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_tokenizer(root: str, gguf_file: str, what: str, _stamp: tuple) -> Any:
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     try:
-        return transformers_module().AutoTokenizer.from_pretrained(str(root), local_files_only=True, **extra)
+        return transformers_module().AutoTokenizer.from_pretrained(root, local_files_only=True, **extra)
     except (OSError, ValueError, KeyError) as err:
-        raise PruneexpError(f"no tokenizer could be read from {what}={path!r}{' / ' + gguf_file if gguf_file else ''}: {err}") from None
+        raise PruneexpError(f"no tokenizer could be read from {what}={root!r}{' / ' + gguf_file if gguf_file else ''}: {err}") from None
 
 
 def tokenizer_identity(tokenizer: Any) -> str:

@@ -127,13 +127,19 @@ def test_runs_that_differ_only_in_pruning_share_one_dense_network(make_cfg, tmp_
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")))
-def test_every_experiment_config_composes_and_validates(make_cfg, name):
+def test_every_experiment_config_composes_and_validates(make_cfg, name, tmp_path):
     """Each conf/experiment/*.yaml is a runnable recipe: it composes, passes validation, and builds its model."""
     from pruneexp.models import model_from_config
     from pruneexp.validate import validate
 
-    cfg = make_cfg(f"experiment={name}")
+    overrides = []
+    if name == "posttrain_smollm2":  # the reproduction sets model.path to SmolLM2 in the cache; a tiny LLaMA stands in
+        from hf_models import save_tiny
+
+        overrides = [f"model.path={save_tiny(tmp_path / 'tiny', 'llama')}"]
+    cfg = make_cfg(f"experiment={name}", *overrides)
     validate(cfg)
     shape = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), "digits": (1, 8, 8),
-             "markov": (cfg.dataset.block_size,), "text": (cfg.dataset.block_size,)}.get(cfg.dataset.name, (3, 32, 32))
+             "markov": (cfg.dataset.block_size,), "text": (cfg.dataset.block_size,),
+             "tokens": (cfg.dataset.block_size,)}.get(cfg.dataset.name, (3, 32, 32))
     model_from_config(cfg.model, shape, 10)
