@@ -77,6 +77,16 @@ def match_layout(optimizer: torch.optim.Optimizer) -> None:
                     state[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
+def skip_in_python(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Make `GradScaler.step` skip an overflowed step itself (`if not found_inf: optimizer.step()`, one
+    sync per step) instead of handing `found_inf` to a fused kernel. Needed for correctness: torch
+    2.14's fused SGD allocates its momentum buffers with `empty_like` on the first step and, when
+    that step is skipped for an overflow, leaves them uninitialised; the next taken step then reads
+    garbage (weights at 1e35 on a toy MLP, seen on CPU). Returns `optimizer`."""
+    optimizer._step_supports_amp_scaling = False  # read by GradScaler.step; the fused update itself stays
+    return optimizer
+
+
 _COMPILED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 
 
@@ -117,4 +127,4 @@ def check_compile(device_type: str) -> None:
 
 
 __all__ = ["PRECISIONS", "autocast", "channels_last", "check_compile", "check_precision", "compiled", "grad_scaler",
-           "match_layout"]
+           "match_layout", "skip_in_python"]

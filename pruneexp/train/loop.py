@@ -164,6 +164,8 @@ def train(
     eval_every = max(1, to_steps(cfg.eval_every, spe))
     groups = sparsifier.param_groups(model) if sparsifier is not None else None
     optimizer = make_optimizer(model.parameters() if groups is None else groups, cfg)
+    if scaler is not None:
+        accel.skip_in_python(optimizer)
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # train.lr, or a group's own (before any state is loaded)
     factor = lr_factor(cfg, total, spe)
     start = 0
