@@ -132,6 +132,7 @@ def test_compile_gives_the_masks_and_losses_of_eager(make_cfg, tmp_path):
 
     over = [*FAST, "train.duration=2ep", "schedule.finetune.duration=1ep"]
     eager = run(make_cfg(*over, f"results_dir={tmp_path / 'eager'}"))
+    torch._dynamo.reset()  # a graph of this model compiled earlier in the process would be reused, not counted
     before = counters["stats"]["unique_graphs"]
     compiled = run(make_cfg(*over, "train.compile=true", f"results_dir={tmp_path / 'compiled'}"))
     assert counters["stats"]["unique_graphs"] > before, "torch.compile compiled nothing"
@@ -143,3 +144,18 @@ def test_compile_gives_the_masks_and_losses_of_eager(make_cfg, tmp_path):
         assert MaskSet.from_state_dict(la["masks"]).equal(MaskSet.from_state_dict(lb["masks"]))
         for name, mask in lb["masks"]["masks"].items():
             assert not lb["model"][name][~mask].any()
+
+
+def test_rigl_drops_and_grows_channels_last_weights_in_place(make_cfg):
+    """Dynamic sparse training edits weights entry by entry (drop to zero, grow at init): in NHWC
+    memory order the entries are the same logical ones, and the masks still hold."""
+    c = make_cfg(*[o for o in FAST if not o.startswith("schedule.finetune")], "hardware.channels_last=true", "model=conv2",
+                 "schedule=dst", "schedule.method=rigl", "criterion=random", "prune.scope=erk", "sparsity=0.8",
+                 "train.duration=3ep", "schedule.update_every=5it")
+    outcome = run(c)
+    levels = pd.read_csv(outcome.directory / "levels.csv")
+    assert levels["sparsity"].iloc[-1] == pytest.approx(0.8, abs=1e-3)
+    last = sorted((outcome.directory / "levels").glob("level_*.pt"))[-1]
+    level = torch.load(last, weights_only=True)
+    for name, mask in level["masks"]["masks"].items():
+        assert not level["model"][name][~mask].any()

@@ -93,9 +93,12 @@ _COMPILED: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDi
 def compiled(model: nn.Module) -> nn.Module:
     """`torch.compile(model)`, one per model object (a model trained again, e.g. at the next IMP level,
     reuses its compiled wrapper and Dynamo's cache). The wrapper calls `model.forward` on `model`'s
-    own parameters: nothing is copied, so masks applied to `model` are what the compiled step uses."""
+    own parameters: nothing is copied, so masks applied to `model` are what the compiled step uses.
+    Another instance of the same model class reuses the graph (parameters are graph inputs)."""
     wrapper = _COMPILED.get(model)
     if wrapper is None:
+        # Past its recompile limit Dynamo would run the frame eagerly with a log line; fail instead.
+        torch._dynamo.config.fail_on_recompile_limit_hit = True
         wrapper = _COMPILED[model] = torch.compile(model)
     return wrapper
 
