@@ -122,6 +122,12 @@ class TrainConfig:
     # split in its stored order every epoch, batch i = examples [i*bs, (i+1)*bs) (Greydanus's
     # MNIST-1D notebook, `bix = step * batch_size % n`)
     batch_order: str = "shuffle"
+    # The forward pass and loss under torch.autocast in this dtype: fp32 (none) | bf16 | fp16 (with a
+    # GradScaler, its state in snapshots and checkpoints). Weights and optimizer stay float32 (train/accel.py).
+    precision: str = "fp32"
+    # torch.compile of the model for the training step (Inductor: a C++ compiler on CPU, Triton on CUDA);
+    # evaluation stays eager. Kernels round differently, so compiled runs have their own hash.
+    compile: bool = False
 
 
 @dataclass
@@ -167,7 +173,10 @@ class HardwareConfig:
     warmup: int = 3  # untimed calls before timing
     min_reps: int = 10  # timed calls: at least this many ...
     min_time_s: float = 0.03  # ... and at least this much timed work (seconds)
-    compile: bool = False  # torch.compile each form before timing
+    compile: bool = False  # torch.compile each form before timing (train.compile compiles training)
+    # Training in channels-last memory order (the model's 4-d weights and each image batch, NHWC): the
+    # fast layout of oneDNN / cuDNN convolutions; other kernels, other rounding, so in the run hash.
+    channels_last: bool = False
     tolerance: float = 1.0e-4  # max |y_form - y_masked| / max |y_masked| for a form to be timed
     # Mid-training checkpoints ("5ep", "2000it"; null: none): taken at evaluation steps at most this
     # often, so a killed run continues from the last one with the same bits (pruneexp.train.checkpoint).
@@ -242,7 +251,7 @@ class Config:
 NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
                    "dataset.download", "schedule.only_levels", "logger", "hardware.checkpoint_every", "schedule.offload")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
-DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device")
+DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device", "hardware.channels_last")
 
 
 BASE_SCHEMAS = {"model": ModelConfig, "criterion": CriterionConfig, "schedule": ScheduleConfig, "regularizer": RegularizerConfig}
@@ -272,7 +281,8 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
                                 "dataset.nsamples": 128, "dataset.text_field": "text", "dataset.tokenizer": "",
                                 "dataset.tokenizer_gguf": "", "model.gguf_file": "", "model.dtype": "float32",
                                 "criterion.precision": "float64", "dataset.eval_windows": 0, "regularizer.ema": 0.0,
-                                "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense", "model.conv_relu": False}
+                                "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense", "model.conv_relu": False,
+                                "train.precision": "fp32", "train.compile": False, "hardware.channels_last": False}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

@@ -153,7 +153,8 @@ def dense_cache(cfg: DictConfig, shared: list[SharedFiles] | None = None) -> Den
         src, dst = resolved, subset
         for p in parents:
             src, dst = src[p], dst.setdefault(p, {})
-        dst[leaf] = src[leaf]
+        if leaf in src:  # a HASH_NEUTRAL key at its neutral value is gone from the view: dense hashes stay as they were
+            dst[leaf] = src[leaf]
     files = SharedFiles(Path(cfg.results_dir) / "pretrained" / run_hash(subset))
     if shared is not None:
         shared.append(files)

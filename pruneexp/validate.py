@@ -13,6 +13,7 @@ from omegaconf import OmegaConf, open_dict
 from pruneexp.conf_store import METHOD_REGISTRIES, method_schema
 from pruneexp.data import DATASETS
 from pruneexp.errors import PruneexpError
+from pruneexp.train.accel import check_compile, check_precision
 from pruneexp.measure.latency import Target
 from pruneexp.models import MODELS
 from pruneexp.pruning.biases import CRITERIA as BIAS_CRITERIA
@@ -186,3 +187,6 @@ def validate(cfg: Any) -> None:
     device = str(cfg.hardware.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise PruneexpError(f"hardware={cfg.hardware.name} asks for device '{device}', but no CUDA device is available here; use hardware=cpu.")
+    check_precision(t.get("precision", "fp32"), torch.device(device))
+    if t.get("compile", False):
+        check_compile(torch.device(device).type)

@@ -104,6 +104,11 @@ class RunContext:
         return level
 
     # ---- training ----------------------------------------------------------------------------
+    @property
+    def channels_last(self) -> bool:
+        """hardware.channels_last: train (and evaluate) in NHWC memory order."""
+        return bool(self.cfg.hardware.get("channels_last", False))
+
     def train_cfg(self, overrides: Any = None) -> Any:
         """The train config, with a phase's overrides (e.g. the fine-tuning duration and LR) on top."""
         if overrides is None:
@@ -119,7 +124,8 @@ class RunContext:
             state = kwargs.get("state")
             name = checkpoint_name(phase, level, 0 if state is None else state.step, kwargs.get("stop"))
             kwargs["checkpoint"] = Checkpoint(str(every), name, self.checkpoints.load, self.checkpoints.save)
-        result = train(model, self.data, masks, cfg, seed=self.cfg.seed, task=self.task, phase=phase, quiet=self.quiet, **kwargs)
+        result = train(model, self.data, masks, cfg, seed=self.cfg.seed, task=self.task, phase=phase, quiet=self.quiet,
+                       channels_last=self.channels_last, **kwargs)
         self.train_log.extend({"level": level, **row} for row in result.log)
         return result
 
@@ -182,9 +188,9 @@ class RunContext:
     # ---- levels ------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation and test metrics of `model` (val_loss, val_acc, test_loss, test_acc, ...)."""
-        bs = self.cfg.train.eval_batch_size
-        val = self.task.evaluate(model, self.data.val_x, self.data.val_y, bs)
-        test = self.task.evaluate(model, self.data.test_x, self.data.test_y, bs)
+        bs, precision = self.cfg.train.eval_batch_size, self.cfg.train.get("precision", "fp32")
+        val = self.task.evaluate(model, self.data.val_x, self.data.val_y, bs, precision, self.channels_last)
+        test = self.task.evaluate(model, self.data.test_x, self.data.test_y, bs, precision, self.channels_last)
         return {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()}}
 
     def finished(self, level: int) -> bool:

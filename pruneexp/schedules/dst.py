@@ -183,8 +183,9 @@ class DynamicSparse(Sparsifier):
             grown = top_k_mask(torch.where(after_drop, -math.inf, score), n)
             value = (torch.zeros(n, dtype=w.dtype) if self.o["grow_init"] == "zero"
                      else self.o["grow_std"] * torch.randn(n, generator=gen, dtype=w.dtype))
-            w.view(-1)[grown] = value.to(w.device)
-            w.view(-1)[drop & ~grown] = 0.0
+            # boolean indexing in w's logical order: the same entries as w.view(-1)[...], for any strides (channels-last)
+            w[grown.view(w.shape)] = value.to(w.device)
+            w[(drop & ~grown).view(w.shape)] = 0.0
             grown = grown.view_as(m)
             if self.o["reset_optimizer"]:
                 reset_optimizer_state(optimizer, w, grown)

@@ -216,7 +216,8 @@ class TicketMasks:
             model.load_state_dict(self.dense_weights)
         else:
             result = train(model, self.ctx.data, before, self.ctx.train_cfg(), seed=self.ctx.cfg.seed, task=self.ctx.task,
-                           state=self.snapshot, quiet=True, snapshot_at=() if ms is None else (ms,))
+                           state=self.snapshot, quiet=True, snapshot_at=() if ms is None else (ms,),
+                           channels_last=self.ctx.channels_last)
             if ms is not None:
                 model.load_state_dict(result.snapshots[ms].model)
         masks = prune_level(self.ctx, model, before, level)

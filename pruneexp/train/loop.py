@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from pruneexp.data import DataSplits
 from pruneexp.errors import TrainingDiverged
 from pruneexp.pruning.masks import MaskSet
+from pruneexp.train import accel
 from pruneexp.train.checkpoint import Checkpoint
 from pruneexp.train.durations import to_steps
 from pruneexp.train.optim import lr_factor, make_optimizer
@@ -39,11 +40,14 @@ class TrainState:
     optimizer: dict[str, Any]
     rng: Tensor
     cuda_rng: list[Tensor] = field(default_factory=list)
+    scaler: dict[str, Any] = field(default_factory=dict)  # fp16: the GradScaler's loss scale and growth count
 
     @classmethod
-    def capture(cls, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> "TrainState":
+    def capture(cls, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler | None = None) -> "TrainState":
         cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-        return cls(step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state(), cuda)
+        return cls(step, copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), torch.get_rng_state(), cuda,
+                   scaler.state_dict() if scaler is not None else {})
 
     def restore_rng(self) -> None:
         torch.set_rng_state(self.rng)
@@ -51,11 +55,12 @@ class TrainState:
             torch.cuda.set_rng_state_all(self.cuda_rng)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(step=self.step, model=self.model, optimizer=self.optimizer, rng=self.rng, cuda_rng=list(self.cuda_rng))
+        d = dict(step=self.step, model=self.model, optimizer=self.optimizer, rng=self.rng, cuda_rng=list(self.cuda_rng))
+        return {**d, "scaler": dict(self.scaler)} if self.scaler else d  # fp32 and bf16 files as before
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainState":
-        return cls(int(d["step"]), d["model"], d["optimizer"], d["rng"], list(d.get("cuda_rng", [])))
+        return cls(int(d["step"]), d["model"], d["optimizer"], d["rng"], list(d.get("cuda_rng", [])), dict(d.get("scaler", {})))
 
 
 @dataclass
@@ -120,12 +125,14 @@ def train(
     snapshot_at: Collection[int] = (),
     checkpoint: Checkpoint | None = None,
     quiet: bool = False,
+    channels_last: bool = False,
 ) -> TrainResult:
     """Train `model` on `data` for `cfg.duration` with the optimizer and LR schedule of `cfg`:
 
-        loss = task.loss(model(x), y) + sparsifier.penalty(model, step)
-        loss.backward()
-        if not sparsifier.before_step(model, step, masks, optimizer): optimizer.step()
+        with autocast(cfg.precision): loss = task.loss(forward(x), y)   # forward: model, or torch.compile(model)
+        loss = loss + sparsifier.penalty(model, step)
+        loss.backward()                         # fp16: scaler.scale(loss).backward(); scaler.unscale_(optimizer)
+        if not sparsifier.before_step(model, step, masks, optimizer): optimizer.step()   # fp16: scaler.step
         sparsifier.after_step(model, step, masks, optimizer); masks re-applied
 
     Starts from `state` when given (resume or rewind) and stops at step `stop` (default: the end of
@@ -135,8 +142,21 @@ def train(
     A non-finite training loss or weight stops training with TrainingDiverged (checked at each
     evaluation, so the hot loop never waits on the device). With a `checkpoint`, everything the
     rest of the loop depends on is saved at evaluation steps at most every `checkpoint.every`, and a
-    call that finds a checkpoint continues from it: the same bits as a call never stopped."""
+    call that finds a checkpoint continues from it: the same bits as a call never stopped.
+
+    `cfg.precision`, `cfg.compile` and `channels_last` (hardware.channels_last) choose how the step
+    runs (train/accel.py); evaluation runs eagerly under the same precision and layout. With fp16 a
+    step whose gradients overflow is skipped by the GradScaler and its loss left out of the running
+    mean; only an evaluation window in which every step overflowed counts as divergence."""
     device = data.train_x.device
+    precision, compile_step = getattr(cfg, "precision", "fp32"), bool(getattr(cfg, "compile", False))
+    accel.check_precision(precision, device)
+    if compile_step:
+        accel.check_compile(device.type)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # in place: the same Parameter objects, NHWC strides
+    forward = accel.compiled(model) if compile_step else model  # shares model's parameters (and so its masks)
+    scaler = accel.grad_scaler(precision, device)
     bs = cfg.batch_size
     spe = steps_per_epoch(data, bs)
     total = to_steps(cfg.duration, spe)
@@ -144,6 +164,8 @@ def train(
     eval_every = max(1, to_steps(cfg.eval_every, spe))
     groups = sparsifier.param_groups(model) if sparsifier is not None else None
     optimizer = make_optimizer(model.parameters() if groups is None else groups, cfg)
+    if scaler is not None:
+        accel.skip_in_python(optimizer)
     base_lrs = [group["lr"] for group in optimizer.param_groups]  # train.lr, or a group's own (before any state is loaded)
     factor = lr_factor(cfg, total, spe)
     start = 0
@@ -157,6 +179,9 @@ def train(
         model.load_state_dict(state.model)
         # a copy: the optimizer updates its state tensors in place, and a snapshot may be rewound to again
         optimizer.load_state_dict(copy.deepcopy(state.optimizer))
+        accel.match_layout(optimizer)
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
         state.restore_rng()
         start = state.step
     reapply_masks = masks.binder(model, skip_dense=sparsifier is None)
@@ -164,8 +189,10 @@ def train(
     aug_gen = torch.Generator(device=device) if data.augment is not None else None
     result = TrainResult(steps=start)
     if start in snapshot_at:
-        result.snapshots[start] = TrainState.capture(start, model, optimizer)
+        result.snapshots[start] = TrainState.capture(start, model, optimizer, scaler)
     running, seen, order, order_epoch = torch.zeros((), device=device), 0, None, -1
+    finite_steps = torch.zeros((), dtype=torch.int64, device=device)  # fp16: steps whose loss did not overflow
+    skipped = torch.zeros((), device=device)  # fp16: steps the GradScaler skipped (a gradient inf/NaN)
     best_val_loss, best_val_acc, t0 = float("inf"), 0.0, time.perf_counter()
     progress = _progress(quiet, phase, stop - start)
     params = [p for p in model.parameters()]
@@ -196,35 +223,56 @@ def train(
         x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
         if aug_gen is not None:
             x = data.augment(x, aug_gen.manual_seed(seed * 1_000_003 + step))
+        if channels_last:
+            x = accel.channels_last(x)
         f = factor(step)
         lr = cfg.lr * f
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * f  # = lr for every group at train.lr
-        loss = task.loss(model(x), y)
+        with accel.autocast(precision, device):  # fp32: no context, the step as before
+            loss = task.loss(forward(x), y)
         if sparsifier is not None and (penalty := sparsifier.penalty(model, step)) is not None:
             loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if sparsifier is None or not sparsifier.before_step(model, step, masks, optimizer):
-            optimizer.step()  # skipped when the sparsifier's update takes its place (RigL)
+        if scaler is None:
+            loss.backward()
+        else:  # fp16: backward of s * loss, then the gradients divided by s before anyone reads them
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            skipped.add_(sum(scaler._found_inf_per_device(optimizer).values()))  # 1.0 where this step will be skipped
+        if sparsifier is None or not sparsifier.before_step(model, step, masks, optimizer):  # RigL's update replaces the step
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)  # skipped when a gradient is inf/NaN
+        if scaler is not None:
+            scaler.update()  # s halved after an overflow, doubled after growth_interval clean steps
         if sparsifier is not None:
             sparsifier.after_step(model, step, masks, optimizer)
         reapply_masks()
-        running.add_(loss.detach())
+        if scaler is None:
+            running.add_(loss.detach())
+        else:  # an overflowed fp16 step was skipped, not taken: its loss stays out of the mean
+            finite = torch.isfinite(loss.detach())
+            running.add_(torch.where(finite, loss.detach(), 0.0))
+            finite_steps.add_(finite)
         seen += 1
 
         done = step + 1
         if done in snapshot_at:
-            result.snapshots[done] = TrainState.capture(done, model, optimizer)
+            result.snapshots[done] = TrainState.capture(done, model, optimizer, scaler)
         if done % eval_every == 0 or done == stop:
-            train_loss = running.item() / seen
+            taken = seen if scaler is None else int(finite_steps.item())
+            train_loss = running.item() / taken if taken else math.nan  # fp16: every step of the window overflowed
             if not math.isfinite(train_loss) or not _finite(params):
-                raise TrainingDiverged(phase, done, "the training loss" if not math.isfinite(train_loss) else "a weight")
-            val = task.evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size)
+                what = "a weight" if math.isfinite(train_loss) else (
+                    "the training loss" if scaler is None or taken else f"the training loss of every one of the last {seen} fp16 steps")
+                raise TrainingDiverged(phase, done, what)
+            val = task.evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size, precision, channels_last)
             new_best = val["loss"] < best_val_loss
             test: dict[str, float] = {}
             if done == stop or (new_best and not defer_test):
-                test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size)
+                test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size, precision, channels_last)
             if new_best:
                 best_val_loss, result.best_step, best_row = val["loss"], done, len(result.log)
                 if test:
@@ -235,15 +283,18 @@ def train(
             row = {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": test.get(k, float("nan")) for k in val}}
             result.log.append(dict(phase=phase, step=done, epoch=round(done / spe, 4), lr=lr, train_loss=train_loss, **row,
                                    **(sparsifier.log() if sparsifier is not None else {}),
+                                   **({} if scaler is None else dict(loss_scale=scaler.get_scale(), skipped_steps=int(skipped.item()))),
                                    elapsed_s=round(time.perf_counter() - t0, 3)))
             result.val_loss, result.val_acc = val["loss"], val["acc"]
             if test:
                 result.test_loss, result.test_acc = test["loss"], test["acc"]
             result.final = row
             running.zero_()
+            finite_steps.zero_()
+            skipped.zero_()
             seen = 0
             if every and done != stop and done - last_checkpoint >= every:
-                checkpoint.write(dict(state=TrainState.capture(done, model, optimizer).to_dict(),
+                checkpoint.write(dict(state=TrainState.capture(done, model, optimizer, scaler).to_dict(),
                                      masks=masks.state_dict(), sparsifier=sparsifier.state_dict() if sparsifier is not None else {},
                                      result=result.to_dict(), elapsed_s=time.perf_counter() - t0,
                                      best=dict(val_loss=best_val_loss, val_acc=best_val_acc, row=best_row, weights=best_weights)))
@@ -253,7 +304,7 @@ def train(
     if best_weights is not None and best_row is not None and math.isnan(result.test_acc_at_best):  # the deferred test
         final_weights = _keep(model, None)
         model.load_state_dict(best_weights)
-        test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size)
+        test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size, precision, channels_last)
         model.load_state_dict(final_weights)
         result.log[best_row].update({f"test_{k}": v for k, v in test.items()})
         result.test_acc_at_best = test["acc"]

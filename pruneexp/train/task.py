@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pruneexp.registry import Registry
+from pruneexp.train.accel import autocast, channels_last
 
 TASKS: Registry["Task"] = Registry("task")
 LOGIT_BUDGET = 1 << 26  # logits evaluated at once (256 MiB in float32): 512 tokens x 49 152 words is 2 sequences
@@ -40,9 +41,12 @@ class Task:
         return F.cross_entropy(*self.flat(output, target))
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2000) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2000, precision: str = "fp32",
+                 nhwc: bool = False) -> dict[str, float]:
         """{loss: mean cross-entropy over every target, acc: fraction of targets ranked first,
         (+ ppl = exp(loss) for a language model)} of `model` in eval mode; its mode is restored.
+        The forward runs under the training's `precision` (train/accel.py: autocast), image batches
+        in channels-last order when `nhwc`; the loss is summed in float64 from float32 logits.
         An empty split (dataset.val_size=0: no validation) gives NaN, so nothing is selected on it."""
         if len(x) == 0:
             return self.finish(math.nan, math.nan)
@@ -55,7 +59,10 @@ class Task:
         if vocab and x.dim() == 2:
             batch_size = max(1, min(batch_size, LOGIT_BUDGET // (x.shape[1] * int(vocab))))
         for i in range(0, len(x), batch_size):
-            logits, target = self.flat(model(x[i : i + batch_size]), y[i : i + batch_size])
+            xb = x[i : i + batch_size]
+            with autocast(precision, x.device):
+                out = model(channels_last(xb) if nhwc else xb)
+            logits, target = self.flat(out, y[i : i + batch_size])
             loss += F.cross_entropy(logits.float(), target, reduction="sum").double()
             correct += (logits.argmax(-1) == target).sum()
             count += int((target != IGNORE).sum())  # an ignored target (a window's last, dataset=tokens) is no prediction

@@ -1,0 +1,133 @@
+"""Training at scale, measured side by side in one process on this machine (issue 25).
+
+Sections (run one or several: `python scripts/bench_scale.py d c`):
+
+- (c) `compile`: one LTH level of scripts/bench_level.py (LeNet-300-100 on MNIST, Adam, batch 60,
+  validation every 100 iterations; one thread) as the runner trains it eagerly and with
+  `train.compile=true`, interleaved. The timed figure is level 1's training; the graph is compiled
+  while level 0 (dense) trains in the first repeat, and reused by level 1 and by later repeats
+  (a new model of the same class reuses Dynamo's graph), so compilation is not in the figures. `--baseline DIR` also times another checkout's eager runner (the protocol before
+  issue 9: the goal is compiled <= 0.6x of it).
+- (d) `precision`: the training step of ResNet-20 on CIFAR-shaped random data (batch 128) through
+  pruneexp's `train()`, in fp32 and bf16 (`train.precision`), each also with
+  `hardware.channels_last`, interleaved repeats; ms per step (no evaluation: empty validation split)
+  and the ratio to fp32.
+
+    PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py d [--threads 2] [--steps 10] [--repeats 3]
+    PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py c [--iters 3000] [--repeats 3] [--baseline DIR]
+
+On a shared machine the figures move with its load (printed with them, from os.getloadavg); the
+ratios are measured within one process on interleaved repeats, so the load hits every variant alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def load() -> str:
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+# ---- (d) precision --------------------------------------------------------------------------------
+def resnet20_step_ms(precision: str, channels_last: bool, steps: int, seed: int = 0) -> float:
+    """ms per training step of ResNet-20 (CIFAR-10 shapes, batch 128, SGD) through pruneexp's train()."""
+    from pruneexp.config import TrainConfig
+    from pruneexp.data import DataSplits
+    from pruneexp.models import MODELS
+    from pruneexp.pruning.masks import MaskSet, prunable_weights
+    from pruneexp.train import train
+
+    g = torch.Generator().manual_seed(seed)
+    bs = 128
+    x, y = torch.randn(bs * steps, 3, 32, 32, generator=g), torch.randint(0, 10, (bs * steps,), generator=g)
+    empty_x, empty_y = x[:0], y[:0]
+    data = DataSplits("cifar_shaped", x, y, empty_x, empty_y, empty_x, empty_y, 10, (3, 32, 32))
+    torch.manual_seed(seed)
+    model = MODELS.get("resnet20")((3, 32, 32), 10)
+    cfg = OmegaConf.structured(TrainConfig(batch_size=bs, duration=f"{steps}it", eval_every=f"{steps}it", lr_schedule="constant",
+                                           precision=precision))
+    masks = MaskSet.dense(prunable_weights(model))
+    t0 = time.perf_counter()
+    train(model, data, masks, cfg, seed=seed, quiet=True, channels_last=channels_last)
+    return 1000.0 * (time.perf_counter() - t0) / steps
+
+
+def precision_section(opts: argparse.Namespace) -> None:
+    variants = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
+    for p, cl in variants:  # warm-up: oneDNN's kernels and primitive caches of each variant
+        resnet20_step_ms(p, cl, 2)
+    times: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+    before = load()
+    for _ in range(opts.repeats):
+        for v in variants:
+            times[v].append(resnet20_step_ms(*v, opts.steps))
+    after = load()
+    flags = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "no avx512_bf16"
+    print(f"(d) ResNet-20 training step, CIFAR-shaped random data, batch 128, SGD, {torch.get_num_threads()} threads, "
+          f"{opts.steps} steps x {opts.repeats} interleaved repeats, median; CPU {flags}; {before} -> {after}")
+    base = statistics.median(times[("fp32", False)])
+    for (p, cl), ts in times.items():
+        m = statistics.median(ts)
+        pairs = [t / f for t, f in zip(ts, times[("fp32", False)])]  # the same repeat: the same load
+        print(f"  {p}{' channels_last' if cl else '':14s} {m:8.1f} ms/step  x{m / base:.2f} of fp32 (medians); "
+              f"median of per-repeat ratios x{statistics.median(pairs):.2f}   (runs: {', '.join(f'{t:.1f}' for t in ts)})")
+
+
+# ---- (c) compile ----------------------------------------------------------------------------------
+def compile_section(opts: argparse.Namespace) -> None:
+    import bench_level
+
+    torch.set_num_threads(1)
+    eager, compiled, base = [], [], []
+    before = load()
+    for _ in range(opts.repeats):
+        if opts.baseline:
+            base.append(bench_level.baseline_ms(opts.baseline, opts.iters, "wall"))
+        bench_level.EXTRA[:] = []
+        eager.append(bench_level.pruneexp_ms(opts.iters))
+        bench_level.EXTRA[:] = ["train.compile=true"]
+        compiled.append(bench_level.pruneexp_ms(opts.iters))
+        torch.set_num_threads(1)
+    after = load()
+    e, c = statistics.median(eager), statistics.median(compiled)
+    print(f"(c) one lth_lenet level, {opts.iters} iterations, 1 thread, wall clock, median of {opts.repeats}; {before} -> {after}")
+    print(f"  eager runner      {e:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in eager)})")
+    print(f"  compiled runner   {c:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in compiled)})")
+    print(f"  compiled / eager = {c / e:.2f}")
+    if base:
+        b = statistics.median(base)
+        print(f"  baseline runner   {b:6.3f} ms/it   ({opts.baseline}; runs: {', '.join(f'{v:.3f}' for v in base)})")
+        print(f"  compiled / baseline = {c / b:.2f}   eager / baseline = {e / b:.2f}   (goal: compiled <= 0.6)")
+
+
+SECTIONS = {"c": compile_section, "d": precision_section}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sections", nargs="+", choices=sorted(SECTIONS))
+    parser.add_argument("--threads", type=int, default=None, help="(d) torch threads (default: torch's)")
+    parser.add_argument("--steps", type=int, default=10, help="(d) training steps per timed call")
+    parser.add_argument("--iters", type=int, default=3000, help="(c) iterations of the level")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default=None, help="(c) another checkout whose eager runner is timed the same way")
+    opts = parser.parse_args()
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    for name in opts.sections:
+        SECTIONS[name](opts)
+
+
+if __name__ == "__main__":
+    main()
