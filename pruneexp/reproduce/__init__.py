@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -94,6 +94,18 @@ def retrain(row: pd.Series) -> str:
     (rewound to the initial weights), `reinit`, `random mask`, or the mode's own name."""
     mode = str(row.get("schedule.retrain"))
     return {"rewind": "ticket", "random_mask": "random mask"}.get(mode, mode)
+
+
+def dense_and_pruned(runs: list[Path]) -> Iterator[tuple[dict, pd.Series, pd.Series]]:
+    """(config, dense level row, pruned level row) of every post-training run (levels 0 and 1 in its
+    levels.csv) among `runs`; a run that has not reached its pruned level is left out."""
+    import yaml
+
+    for run in runs:
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        levels = pd.read_csv(run / "levels.csv")
+        if {0, 1} <= set(levels["level"]):
+            yield cfg, levels[levels.level == 0].iloc[0], levels[levels.level == 1].iloc[0]
 
 
 def pct(x: float) -> str:

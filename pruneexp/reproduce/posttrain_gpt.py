@@ -32,10 +32,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from pruneexp.report import View
-from pruneexp.reproduce import Check, Reproduction, claim_check, plot_panels, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, dense_and_pruned, plot_panels, register
 from pruneexp.results.store import write_text
 
 SPARSITIES = (0.5, 0.6, 0.7)
@@ -65,12 +64,7 @@ def run_rows(runs: list[Path]) -> pd.DataFrame:
     """One row per run: method, target ("50", "2:4", "heads 25"), seed, and the dense and pruned
     levels' test loss, perplexity, gap to the entropy floor and sparsity."""
     rows = []
-    for run in runs:
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        levels = pd.read_csv(run / "levels.csv")
-        if not {0, 1} <= set(levels["level"]):
-            continue
-        dense, pruned = levels[levels.level == 0].iloc[0], levels[levels.level == 1].iloc[0]
+    for cfg, dense, pruned in dense_and_pruned(runs):
         s = cfg["schedule"]
         if s.get("heads", 0) > 0:
             method, target = f"heads_{s['head_score']}", f"heads {round(100 * s['heads'])}"

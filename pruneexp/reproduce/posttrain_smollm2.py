@@ -26,10 +26,9 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from pruneexp.report import View
-from pruneexp.reproduce import Check, Reproduction, claim_check, plot_panels, register
+from pruneexp.reproduce import Check, Reproduction, claim_check, dense_and_pruned, plot_panels, register
 
 METHODS = {"magnitude": ["criterion=magnitude", "prune.scope=layerwise"],
            "wanda": ["criterion=wanda", "prune.scope=row"],
@@ -78,12 +77,7 @@ def prepare(fast: bool, extra: list[str], compute: bool) -> tuple[list[str], str
 def run_rows(runs: list[Path]) -> pd.DataFrame:
     """One row per run: method, pattern, seed, dense and pruned test perplexity, sparsity, protocol."""
     rows = []
-    for run in runs:
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        levels = pd.read_csv(run / "levels.csv")
-        if not {0, 1} <= set(levels["level"]):
-            continue
-        dense, pruned = levels[levels.level == 0].iloc[0], levels[levels.level == 1].iloc[0]
+    for cfg, dense, pruned in dense_and_pruned(runs):
         p = cfg["prune"]
         pattern = f"{p['n']}:{p['m']}" if p["granularity"] == "nm" else f"{round(100 * cfg['sparsity'])} %"
         rows.append(dict(method=cfg["criterion"]["name"], pattern=pattern, seed=cfg["seed"], dense_ppl=dense["test_ppl"],
