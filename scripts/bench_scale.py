@@ -34,6 +34,10 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchgoals import Figure, write_json  # noqa: E402
+
+FIGURES: list[Figure] = []  # what --json writes (make bench's table)
+
 
 def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
@@ -82,6 +86,9 @@ def precision_section(opts: argparse.Namespace) -> None:
         pairs = [t / f for t, f in zip(ts, times[("fp32", False)])]  # the same repeat: the same load
         print(f"  {p}{' channels_last' if cl else '':14s} {m:8.1f} ms/step  x{m / base:.2f} of fp32 (medians); "
               f"median of per-repeat ratios x{statistics.median(pairs):.2f}   (runs: {', '.join(f'{t:.1f}' for t in ts)})")
+        if (p, cl) != ("fp32", False):
+            FIGURES.append(Figure(f"ResNet-20 step, {p}{' + channels_last' if cl else ''} / fp32", statistics.median(pairs), None,
+                                  "issue 25 asks for the measurement, states no goal", f"{m:.1f} vs {base:.1f} ms/step ({flags})"))
 
 
 # ---- (c) compile ----------------------------------------------------------------------------------
@@ -105,10 +112,15 @@ def compile_section(opts: argparse.Namespace) -> None:
     print(f"  eager runner      {e:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in eager)})")
     print(f"  compiled runner   {c:6.3f} ms/it   (runs: {', '.join(f'{v:.3f}' for v in compiled)})")
     print(f"  compiled / eager = {c / e:.2f}")
+    FIGURES.append(Figure("one lth_lenet level: compiled / eager runner", c / e, None,
+                          "issue 25's goal is against the pre-issue-9 runner (--baseline DIR), not eager",
+                          f"{c:.3f} vs {e:.3f} ms/it"))
     if base:
         b = statistics.median(base)
         print(f"  baseline runner   {b:6.3f} ms/it   ({opts.baseline}; runs: {', '.join(f'{v:.3f}' for v in base)})")
         print(f"  compiled / baseline = {c / b:.2f}   eager / baseline = {e / b:.2f}   (goal: compiled <= 0.6)")
+        FIGURES.append(Figure("one lth_lenet level: compiled / the old-protocol baseline", c / b, "<= 0.6", "issue 25",
+                              f"{c:.3f} vs {b:.3f} ms/it ({opts.baseline})"))
 
 
 SECTIONS = {"c": compile_section, "d": precision_section}
@@ -122,11 +134,14 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3000, help="(c) iterations of the level")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=None, help="(c) another checkout whose eager runner is timed the same way")
+    parser.add_argument("--json", default="", help="also write the figures (scripts/benchgoals.py, for make bench)")
     opts = parser.parse_args()
     if opts.threads:
         torch.set_num_threads(opts.threads)
     for name in opts.sections:
         SECTIONS[name](opts)
+    if opts.json:
+        write_json(opts.json, "bench_scale", torch.get_num_threads(), FIGURES)
 
 
 if __name__ == "__main__":
