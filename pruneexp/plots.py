@@ -98,6 +98,8 @@ def panel_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
     `points` columns: panel, curve, kind ('final', 'before' or 'dense'), remaining (fraction), mean,
     std (fractions of 1), seeds. `paper` columns: panel, curve, remaining, value, label."""
     plt = _pyplot()
+    # an accuracy or error is a fraction drawn in %; a perplexity or loss is drawn as it is (perplexity on a log axis)
+    scale, unit = (1.0, "") if metric.endswith(("ppl", "loss")) else (100.0, " %")
     panels = list(dict.fromkeys(points["panel"]))
     cols = len(panels) if len(panels) <= 3 else -(-len(panels) // -(-len(panels) // 3))  # 4 panels: 2 x 2
     kinds = ["final", "before"] if (points["kind"] == "before").any() else ["final"]
@@ -117,27 +119,29 @@ def panel_curves(points: pd.DataFrame, metric: str = "test_acc", title: str = ""
             marks = paper[paper["panel"].isin([panel, ""])] if kind == "final" else paper.iloc[0:0]
             for curve, rows in here[here["kind"] == kind].groupby("curve", sort=False):
                 r = rows.sort_values("remaining", ascending=False)
-                ax.errorbar(r["remaining"] * 100, r["mean"] * 100, yerr=r["std"].fillna(0.0) * 100, capsize=3, color=colour[curve],
+                ax.errorbar(r["remaining"] * 100, r["mean"] * scale, yerr=r["std"].fillna(0.0) * scale, capsize=3, color=colour[curve],
                             linewidth=1.3, markersize=4 if kind == "final" else 5, fmt="o-" if kind == "final" else "x--",
                             label=curve if kind == "final" else f"{curve}: before fine-tuning")
             dense = here[here["kind"] == "dense"]
             shared = dense["mean"].round(6).nunique() == 1  # one dense network behind every curve: its value in the title
             for curve, rows in dense.groupby("curve", sort=False):
-                value = float(rows["mean"].mean()) * 100
+                value = float(rows["mean"].mean()) * scale
                 ax.axhline(value, color="black" if shared else colour[curve], linestyle=":", linewidth=1,
-                           label="dense network" if shared else f"{curve}: dense ({value:.2f} %)")
+                           label="dense network" if shared else f"{curve}: dense ({value:.2f}{unit})")
                 if shared:
                     break
             name = panel if kind == "final" else f"{panel + ': ' if panel else ''}pruned, before fine-tuning"
             if len(dense) and shared:
-                value = f"dense {100 * float(dense['mean'].mean()):.2f} %"
+                value = f"dense {scale * float(dense['mean'].mean()):.2f}{unit}"
                 name = f"{name} ({value})" if name else value
             for _, m in marks.iterrows():
-                ax.plot([100 * float(m["remaining"])], [100 * float(m["value"])], marker="*", markersize=12, linestyle="none",
+                ax.plot([100 * float(m["remaining"])], [scale * float(m["value"])], marker="*", markersize=12, linestyle="none",
                         color=colour.get(m["curve"], "black"), markeredgecolor="black", label=f"paper: {m['label']}")
             _remaining_axes(ax, xs)
             low, high = ax.get_ylim()
-            if high - low < 1.0:  # at least one point of accuracy: 98.00 vs 98.08 is not a cliff
+            if metric.endswith("ppl"):
+                ax.set_yscale("log")
+            elif high - low < 1.0:  # at least one point of accuracy: 98.00 vs 98.08 is not a cliff
                 middle = (low + high) / 2
                 ax.set_ylim(middle - 0.5, middle + 0.5)
             ax.set_xlabel("weights remaining (%)")
