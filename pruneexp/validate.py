@@ -16,6 +16,7 @@ from pruneexp.errors import PruneexpError
 from pruneexp.train.accel import check_compile, check_precision
 from pruneexp.measure.latency import Target
 from pruneexp.models import MODELS
+from pruneexp.models.hf import HEADS
 from pruneexp.pruning.biases import CRITERIA as BIAS_CRITERIA
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
 from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
@@ -97,6 +98,8 @@ def check_tokens(cfg: Any) -> None:
     meets only the targets it was built for); post-training calibration reads every one of
     dataset.nsamples windows (the number levels.csv records)."""
     head = cfg.model.get("head", "causal_lm") if cfg.model.name == "hf" else None
+    if head is not None and head not in HEADS:
+        raise PruneexpError(f"model.head={head!r} is not one of {', '.join(HEADS)}.")
     if head == "causal_lm" and cfg.dataset.name != "tokens":
         raise PruneexpError(f"model=hf reads token ids of its own tokenizer, and dataset={cfg.dataset.name} gives other ids "
                             "(dataset=text: character ids). Use dataset=tokens (dataset.path=<local text>, or none for the "
