@@ -89,9 +89,11 @@ def wordpiece_tokenizer(texts: list[str], vocab: int = 64):
                                    sep_token="[SEP]", mask_token="[MASK]")
 
 
-def save_tiny_bert(directory: Path, num_labels: int = 2, seed: int = 0) -> Path:
+def save_tiny_bert(directory: Path, num_labels: int = 2, seed: int = 0, head: bool = True) -> Path:
     """A tiny random BertForSequenceClassification (hidden 32, 2 layers, 2 heads) with a WordPiece
-    tokenizer trained on `labelled_texts`, saved (save_pretrained) into `directory`."""
+    tokenizer trained on `labelled_texts`, saved (save_pretrained) into `directory`; `head=False`:
+    a BertForMaskedLM instead, a pretrained encoder without a classification head (as
+    bert-base-uncased is published)."""
     import transformers
 
     tok = wordpiece_tokenizer([t for t, _ in labelled_texts(200, seed=99)] + [KEYWORD])
@@ -99,6 +101,7 @@ def save_tiny_bert(directory: Path, num_labels: int = 2, seed: int = 0) -> Path:
                                      intermediate_size=64, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
                                      num_labels=num_labels)
     torch.manual_seed(seed)
-    transformers.BertForSequenceClassification(config).save_pretrained(directory)
+    kind = transformers.BertForSequenceClassification if head else transformers.BertForMaskedLM
+    kind(config).save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
