@@ -20,6 +20,9 @@ The tokenizer is the model's (`dataset.tokenizer`, by default `model.path`). Eac
 pad token. The attention mask is the tokenizer's: the model reads it back as ids != pad id (checked
 here: every text's mask is exactly its non-pad positions, and the pad id is the model config's).
 Ids are cached under `dataset.cache_dir` by the sha256 of the texts, of the tokenizer and of max_length.
+Every levels.csv row records max_length, the texts' and the tokenizer's sha256, and `full_rows`: the
+examples that fill all max_length positions (truncated, or exactly that long), to see what a
+shorter max_length would cut.
 """
 
 from __future__ import annotations
