@@ -66,7 +66,7 @@ def read_records(path: Path) -> list[Record]:
         return records
     # GLUE's TSVs are tab-separated with no quoting (a sentence may hold a lone quote mark)
     style = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark is no part of the header
         return list(csv.DictReader(f, **style))
 
 
