@@ -48,6 +48,16 @@ class DatasetConfig:
     text_field: str = "text"
     tokenizer: str = "${oc.select:model.path,''}"
     tokenizer_gguf: str = "${oc.select:model.gguf_file,''}"
+    # imagefolder (streamed from disk, pruneexp/data/imagefolder.py): the side of the square crop
+    # the model sees (RandomResizedCrop for training; Resize to size/0.875, CenterCrop for evaluation)
+    image_size: int = 224
+    # DataLoader workers that decode and transform images (imagefolder). How the data are read, not
+    # what they are: every sample's augmentation is seeded by (seed, epoch, index), so any number
+    # of workers gives the same batches (NON_RESULT_KEYS, out of the run hash).
+    workers: int = 4
+    pin_memory: bool = True  # page-locked batches for an asynchronous copy to a CUDA device (ignored on CPU)
+    persistent_workers: bool = True  # keep the workers alive between passes (workers > 0)
+    prefetch_factor: int = 2  # batches each worker prepares ahead (workers > 0)
 
 
 @dataclass
@@ -128,6 +138,9 @@ class TrainConfig:
     # torch.compile of the model for the training step (Inductor: a C++ compiler on CPU, Triton on CUDA);
     # evaluation stays eager. Kernels round differently, so compiled runs have their own hash.
     compile: bool = False
+    # The training loss's label smoothing (Szegedy et al. 2016; torchvision's ImageNet recipe: 0.1):
+    # cross-entropy against (1 - eps) one-hot + eps / classes. Evaluation losses stay unsmoothed.
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -249,7 +262,8 @@ class Config:
 
 # Keys that do not change what a run computes; the run hash leaves them out.
 NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
-                   "dataset.download", "schedule.only_levels", "logger", "hardware.checkpoint_every", "schedule.offload")
+                   "dataset.download", "dataset.workers", "dataset.pin_memory",
+                   "dataset.persistent_workers", "dataset.prefetch_factor", "schedule.only_levels", "logger", "hardware.checkpoint_every", "schedule.offload")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device", "hardware.channels_last")
 
@@ -282,7 +296,8 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
                                 "dataset.tokenizer_gguf": "", "model.gguf_file": "", "model.dtype": "float32",
                                 "criterion.precision": "float64", "dataset.eval_windows": 0, "regularizer.ema": 0.0,
                                 "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense", "model.conv_relu": False,
-                                "train.precision": "fp32", "train.compile": False, "hardware.channels_last": False}
+                                "train.precision": "fp32", "train.compile": False, "hardware.channels_last": False,
+                                "dataset.image_size": 224, "train.label_smoothing": 0.0}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}
