@@ -12,8 +12,8 @@ Splits (the same seeded rule as the resident datasets, `pruneexp.data.core.split
 - validation = `dataset.val_size` images held out of (the rest of) `train/` by `dataset.split_seed`:
   a uniform random subset, the same for every run seed; training = the images left.
 
-Transforms: torchvision.transforms.v2's standard ImageNet recipe on the decoded uint8 image
-(torchvision.io.decode_image, RGB): training RandomResizedCrop(image_size) + RandomHorizontalFlip
+Transforms: torchvision.transforms.v2's standard ImageNet recipe on the RGB image (read as
+ImageFolder reads it): training RandomResizedCrop(image_size) + RandomHorizontalFlip
 (`dataset.augment=true`); evaluation (and training with augment=false) Resize(image_size / 0.875)
 + CenterCrop(image_size); then float in [0, 1] and, with `dataset.normalize`, the ImageNet mean/std.
 
@@ -46,24 +46,26 @@ LAYOUT = ("Lay it out as <path>/train/<class>/<image> (and optionally <path>/val
           "folders, used as the test split), e.g. ImageNet or Imagenette extracted as they ship; set dataset.path=<path>.")
 
 
-def recipe(image_size: int, train: bool, normalize: bool = True) -> Callable[[Tensor], Tensor]:
-    """torchvision.transforms.v2's standard ImageNet recipe for a uint8 (3, H, W) image: training
-    RandomResizedCrop + RandomHorizontalFlip, evaluation Resize(image_size / 0.875) + CenterCrop;
-    then float32 in [0, 1], normalised by the ImageNet mean and std when `normalize`."""
+def recipe(image_size: int, train: bool, normalize: bool = True) -> Callable[[Any], Tensor]:
+    """torchvision.transforms.v2's standard ImageNet recipe for an RGB image (PIL or uint8 tensor),
+    made a uint8 (3, H, W) tensor first: training RandomResizedCrop + RandomHorizontalFlip,
+    evaluation Resize(image_size / 0.875) + CenterCrop; then float32 in [0, 1], normalised by the
+    ImageNet mean and std when `normalize`."""
     from torchvision.transforms import v2
 
     geometry = ([v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()] if train else
                 [v2.Resize(int(image_size / RESIZE_RATIO), antialias=True), v2.CenterCrop(image_size)])
     tail = [v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)] if normalize else []
-    return v2.Compose([*geometry, v2.ToDtype(torch.float32, scale=True), *tail])
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True), *tail])
 
 
-def read_rgb(path: str) -> Tensor:
-    """The image at `path` as a uint8 (3, H, W) tensor (torchvision.io: JPEG, PNG, WebP, GIF; grey and
-    CMYK files converted to RGB)."""
-    from torchvision.io import ImageReadMode, decode_image
+def read_rgb(path: str) -> Any:
+    """The image at `path` as an RGB PIL image, read as torchvision's ImageFolder reads it
+    (`default_loader`: grey and CMYK files converted). Not torchvision.io.decode_image: torchvision
+    0.29 deprecates its image decoding in favour of TorchCodec, which pruneexp does not require."""
+    from torchvision.datasets.folder import default_loader
 
-    return decode_image(path, mode=ImageReadMode.RGB)
+    return default_loader(path)
 
 
 class KeyedImages(Dataset):
@@ -173,7 +175,9 @@ class StreamSplits:
             workers = int(opts.pop("workers", 0))
             extra = dict(persistent_workers=bool(opts.get("persistent_workers", True)),
                          prefetch_factor=int(opts.get("prefetch_factor", 2))) if workers > 0 else {}
-            loader = DataLoader(self.images, batch_sampler=plan, num_workers=workers,
+            # a generator of its own: a DataLoader draws its workers' base seed from the global RNG by
+            # default, which would move the training process's RNG (dropout) with every pass
+            loader = DataLoader(self.images, batch_sampler=plan, num_workers=workers, generator=torch.Generator(),
                                 pin_memory=bool(opts.get("pin_memory", True)) and self.device.type == "cuda", **extra)
             self._loaders[kind] = (loader, plan)
         return self._loaders[kind]
@@ -283,9 +287,10 @@ def write_image_folder(root: str | Path, classes: int = 3, per_class: int = 8, v
     of a side drawn uniformly from `size` = (lo, hi), a class colour plus smooth noise, so a small
     network can learn the classes. Deterministic in `seed`; returns `root`."""
     import torch.nn.functional as F
-    from torchvision.io import write_jpeg, write_png
+    from PIL import Image
 
     root, g = Path(root), torch.Generator().manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
     colours = torch.rand(classes, 3, 1, 1, generator=g)
     for split, count in (("train", per_class), ("val", val_per_class)):
         for k in range(classes if count else 0):
@@ -295,6 +300,5 @@ def write_image_folder(root: str | Path, classes: int = 3, per_class: int = 8, v
                 h, w = (int(torch.randint(size[0], size[1] + 1, (1,), generator=g)) for _ in range(2))
                 noise = F.interpolate(torch.rand(1, 3, max(2, h // 8), max(2, w // 8), generator=g), size=(h, w), mode="bilinear")[0]
                 image = (255 * (0.6 * colours[k] + 0.4 * noise)).clamp(0, 255).to(torch.uint8)
-                path = str(folder / f"{i}.{fmt}")
-                write_png(image, path) if fmt == "png" else write_jpeg(image, path, quality=90)
+                Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i}.{fmt}", quality=90)
     return root
