@@ -87,6 +87,26 @@ def test_validation_is_held_out_of_train_by_split_seed_and_test_is_val_or_held_o
     assert [len(p) for p in parts] == [15, 4, 5] and set.union(*parts) == set(range(24)) and sum(map(len, parts)) == 24
 
 
+def test_tiny_imagenet_layout_nested_train_images_and_annotated_val(tmp_path):
+    import shutil
+
+    root = write_image_folder(tmp_path / "tiny", classes=2, per_class=4, val_per_class=2, size=(36, 44))
+    lines = []
+    for k in range(2):  # train/<class>/images/<file>; val/images/<file> named in val/val_annotations.txt
+        (root / "train" / f"c{k}" / "images").mkdir()
+        for f in (root / "train" / f"c{k}").glob("*.png"):
+            f.rename(root / "train" / f"c{k}" / "images" / f.name)
+        (root / "val" / "images").mkdir(exist_ok=True)
+        for f in sorted((root / "val" / f"c{k}").glob("*.png")):
+            f.rename(root / "val" / "images" / f"val_{k}_{f.name}")
+            lines.append(f"val_{k}_{f.name}\tc{k}\t0\t0\t8\t8")
+        shutil.rmtree(root / "val" / f"c{k}")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    data = stream(root, val_size=2)
+    assert (len(data.train_y), len(data.val_y)) == (6, 2) and data.test_y.tolist() == [0, 0, 1, 1]
+    assert [x.shape for x, _ in data.eval_batches("test", 4)] == [(4, 3, 32, 32)]
+
+
 def test_missing_or_misplaced_images_are_refused_naming_the_layout(tmp_path, make_cfg):
     for path, what in [("", "dataset.path is not set"), (tmp_path / "none", "does not exist"),
                        (write_image_folder(tmp_path / "flat", per_class=0), "no training folder")]:
