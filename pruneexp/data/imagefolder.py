@@ -117,10 +117,10 @@ class BatchPlan:
         self.keys, self.seeds, self.batch_size = keys, seeds, int(batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for a in range(0, len(self.keys), self.batch_size):
-            keys = self.keys[a : a + self.batch_size].tolist()
-            seeds = [-1] * len(keys) if self.seeds is None else self.seeds[a : a + self.batch_size].tolist()
-            yield list(zip(keys, seeds))
+        keys, seeds, bs = self.keys, self.seeds, self.batch_size  # the plan of this pass, whatever is planned next
+        for a in range(0, len(keys), bs):
+            batch = keys[a : a + bs].tolist()
+            yield list(zip(batch, [-1] * len(batch) if seeds is None else seeds[a : a + bs].tolist()))
 
     def __len__(self) -> int:
         return -(-len(self.keys) // self.batch_size)
