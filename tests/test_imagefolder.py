@@ -19,6 +19,7 @@ from pruneexp.data.imagefolder import write_image_folder
 from pruneexp.errors import PruneexpError
 from pruneexp.runner import run, run_directory
 from pruneexp.train import training_batches
+from pruneexp.validate import validate
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +122,10 @@ def test_missing_or_misplaced_images_are_refused_naming_the_layout(tmp_path, mak
         stream(tmp_path / "flat")
     with pytest.raises(PruneexpError, match="needs dataset.path"):  # validate(), before anything is read
         run(make_cfg("dataset=imagefolder", "quiet=true"))
+    for bad, what in [("dataset.workers=-1", "dataset.workers"), ("train.label_smoothing=1.0", "label_smoothing"),
+                      ("dataset.image_size=4", "image_size")]:
+        with pytest.raises(PruneexpError, match=what):
+            validate(make_cfg("dataset=imagefolder", f"dataset.path={tmp_path}", bad))
 
 
 RUN = ["dataset=imagefolder", "dataset.image_size=16", "dataset.val_size=4", "model=conv2", "criterion=taylor",
