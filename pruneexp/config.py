@@ -52,6 +52,16 @@ class DatasetConfig:
     label_field: str = "label"  # the record field / column holding each example's class
     max_length: int = 128  # tokens per example: padded and truncated to it (BERT fine-tuning's max_seq_length)
     dev_as: str = "validation"  # a folder's dev file: the validation split, or the test split (GLUE: test labels hidden)
+    # imagefolder (streamed from disk, pruneexp/data/imagefolder.py): the side of the square crop
+    # the model sees (RandomResizedCrop for training; Resize to size/0.875, CenterCrop for evaluation)
+    image_size: int = 224
+    # DataLoader workers that decode and transform images (imagefolder). How the data are read, not
+    # what they are: every sample's augmentation is seeded by (seed, epoch, index), so any number
+    # of workers gives the same batches (NON_RESULT_KEYS, out of the run hash).
+    workers: int = 4
+    pin_memory: bool = True  # page-locked batches for an asynchronous copy to a CUDA device (ignored on CPU)
+    persistent_workers: bool = True  # keep the workers alive between passes (workers > 0)
+    prefetch_factor: int = 2  # batches each worker prepares ahead (workers > 0)
 
 
 @dataclass
@@ -132,6 +142,9 @@ class TrainConfig:
     # torch.compile of the model for the training step (Inductor: a C++ compiler on CPU, Triton on CUDA);
     # evaluation stays eager. Kernels round differently, so compiled runs have their own hash.
     compile: bool = False
+    # The training loss's label smoothing (Szegedy et al. 2016; torchvision's ImageNet recipe: 0.1):
+    # cross-entropy against (1 - eps) one-hot + eps / classes. Evaluation losses stay unsmoothed.
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -253,7 +266,8 @@ class Config:
 
 # Keys that do not change what a run computes; the run hash leaves them out.
 NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
-                   "dataset.download", "schedule.only_levels", "logger", "hardware.checkpoint_every", "schedule.offload")
+                   "dataset.download", "dataset.workers", "dataset.pin_memory",
+                   "dataset.persistent_workers", "dataset.prefetch_factor", "schedule.only_levels", "logger", "hardware.checkpoint_every", "schedule.offload")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device", "hardware.channels_last")
 
@@ -288,7 +302,8 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
                                 "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense", "model.conv_relu": False,
                                 "train.precision": "fp32", "train.compile": False, "hardware.channels_last": False,
                                 "dataset.label_field": "label", "dataset.max_length": 128, "dataset.dev_as": "validation",
-                                "model.head": "causal_lm"}
+                                "model.head": "causal_lm",
+                                "dataset.image_size": 224, "train.label_smoothing": 0.0}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

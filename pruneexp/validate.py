@@ -12,6 +12,7 @@ from omegaconf import OmegaConf, open_dict
 
 from pruneexp.conf_store import METHOD_REGISTRIES, method_schema
 from pruneexp.data import DATASETS
+from pruneexp.data.imagefolder import LAYOUT
 from pruneexp.errors import PruneexpError
 from pruneexp.train.accel import check_compile, check_precision
 from pruneexp.measure.latency import Target
@@ -121,6 +122,18 @@ def check_tokens(cfg: Any) -> None:
                                 f"{-(-cfg.dataset.nsamples // cfg.criterion.batch_size)} (or lower dataset.nsamples).")
 
 
+def check_dataset(d: Any) -> None:
+    """The streamed-data options are in range; dataset=imagefolder names its folder."""
+    if d.get("workers", 0) < 0 or d.get("prefetch_factor", 1) < 1:
+        raise PruneexpError(f"dataset.workers={d.workers} must be >= 0 (0: read in the training process) and "
+                            f"dataset.prefetch_factor={d.prefetch_factor} >= 1.")
+    if d.name == "imagefolder":
+        if d.image_size < 8:
+            raise PruneexpError(f"dataset.image_size={d.image_size} is too small a crop; e.g. 224 (ImageNet) or 64 (Tiny-ImageNet).")
+        if not d.path:
+            raise PruneexpError(f"dataset=imagefolder needs dataset.path, the folder of its images. {LAYOUT}")
+
+
 def validate(cfg: Any) -> None:
     """Raise a PruneexpError naming the first thing wrong with `cfg` (typed by `typed_config`)."""
     DATASETS.get(cfg.dataset.name)
@@ -164,7 +177,10 @@ def validate(cfg: Any) -> None:
     if cfg.criterion.batches < 1 or cfg.criterion.batch_size < 1:
         raise PruneexpError("criterion.batches and criterion.batch_size must be at least 1.")
     check_tokens(cfg)
+    check_dataset(cfg.dataset)
     t = cfg.train
+    if not 0.0 <= t.get("label_smoothing", 0.0) < 1.0:
+        raise PruneexpError(f"train.label_smoothing={t.label_smoothing} must be in [0, 1) (torchvision's ImageNet recipe: 0.1).")
     if t.optimizer not in OPTIMIZERS:
         raise PruneexpError(f"Unknown train.optimizer '{t.optimizer}'; known: {', '.join(OPTIMIZERS)}.")
     if t.batch_order not in ("shuffle", "fixed"):

@@ -1,7 +1,13 @@
 """Training at scale, measured side by side in one process on this machine (issue 25).
 
-Sections (run one or several: `python scripts/bench_scale.py d c`):
+Sections (run one or several: `python scripts/bench_scale.py a d c`):
 
+- (a) `stream`: images/s of `dataset=imagefolder`'s training stream (pruneexp.train.training_batches:
+  per-image seeded augmentation, 2 DataLoader workers) against a bare torchvision loop
+  (`torchvision.datasets.ImageFolder` + `DataLoader(shuffle=True)`, the same 2 workers, the same
+  v2 transforms: RandomResizedCrop(224) + flip + ImageNet normalisation), batch 32, on a generated
+  folder of JPEGs (10 classes x 50 images, sides 256-500 px) written once into $PRUNEEXP_CACHE;
+  interleaved epochs after a warm-up epoch each (the workers started). Goal (issue 25): >= 0.95x.
 - (c) `compile`: one LTH level of scripts/bench_level.py (LeNet-300-100 on MNIST, Adam, batch 60,
   validation every 100 iterations; one thread) as the runner trains it eagerly and with
   `train.compile=true`, interleaved. The timed figure is level 1's training; the graph is compiled
@@ -13,6 +19,7 @@ Sections (run one or several: `python scripts/bench_scale.py d c`):
   `hardware.channels_last`, interleaved repeats; ms per step (no evaluation: empty validation split)
   and the ratio to fp32.
 
+    PRUNEEXP_CACHE=/tmp/cache python scripts/bench_scale.py a [--repeats 3]
     PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py d [--threads 2] [--steps 10] [--repeats 3]
     PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py c [--iters 3000] [--repeats 3] [--baseline DIR]
 
@@ -41,6 +48,67 @@ FIGURES: list[Figure] = []  # what --json writes (make bench's table)
 
 def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+# ---- (a) the image stream ----------------------------------------------------------------------
+def bench_images() -> Path:
+    """The generated JPEG folder of section (a), written once into $PRUNEEXP_CACHE (10 classes x 50
+    training images of sides 256-500 px, 2 test images per class)."""
+    from pruneexp.data.imagefolder import write_image_folder
+
+    cache = Path(os.environ.get("PRUNEEXP_CACHE", Path.home() / ".cache" / "pruneexp"))
+    root = cache / "bench_scale_images"
+    if not (root / "done").exists():
+        write_image_folder(root, classes=10, per_class=50, val_per_class=2, size=(256, 500), fmt="jpg", seed=0)
+        (root / "done").write_text("10 classes x 50 jpg, 256-500 px\n")
+    return root
+
+
+def stream_section(opts: argparse.Namespace) -> None:
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    from pruneexp.config import DatasetConfig, TrainConfig
+    from pruneexp.data import load_data
+    from pruneexp.data.imagefolder import recipe
+    from pruneexp.train import steps_per_epoch, training_batches
+
+    root, bs, workers = bench_images(), 32, 2
+    ours = load_data(OmegaConf.structured(DatasetConfig(name="imagefolder", path=str(root), image_size=224, val_size=0,
+                                                        augment=True, workers=workers)), "cpu")
+    train_cfg = OmegaConf.structured(TrainConfig(batch_size=bs))
+    spe = steps_per_epoch(ours, bs)
+    theirs = DataLoader(ImageFolder(str(root / "train"), transform=recipe(224, train=True)), batch_size=bs, shuffle=True,
+                        num_workers=workers, persistent_workers=True, prefetch_factor=2, drop_last=True)
+
+    def ours_epoch(epoch: int) -> float:
+        t0, n = time.perf_counter(), 0
+        for x, _ in training_batches(ours, train_cfg, 0, epoch * spe, (epoch + 1) * spe):
+            n += len(x)
+        return n / (time.perf_counter() - t0)
+
+    def theirs_epoch() -> float:
+        t0, n = time.perf_counter(), 0
+        for x, _ in theirs:
+            n += len(x)
+        return n / (time.perf_counter() - t0)
+
+    ours_epoch(0), theirs_epoch()  # warm-up: the workers of both started
+    rates: dict[str, list[float]] = {"ours": [], "theirs": []}
+    before = load()
+    for r in range(opts.repeats):
+        rates["ours"].append(ours_epoch(r + 1))
+        rates["theirs"].append(theirs_epoch())
+    after = load()
+    o, t = statistics.median(rates["ours"]), statistics.median(rates["theirs"])
+    pairs = statistics.median(a / b for a, b in zip(rates["ours"], rates["theirs"]))
+    print(f"(a) image stream at 224 px, {workers} workers, batch {bs}, {spe * bs} JPEGs an epoch ({root}), "
+          f"{opts.repeats} interleaved epochs, median; {before} -> {after}")
+    print(f"  pruneexp stream            {o:7.1f} images/s   (runs: {', '.join(f'{v:.1f}' for v in rates['ours'])})")
+    print(f"  ImageFolder + DataLoader   {t:7.1f} images/s   (runs: {', '.join(f'{v:.1f}' for v in rates['theirs'])})")
+    print(f"  stream / bare = {o / t:.2f} (medians); median of per-repeat ratios {pairs:.2f}   (goal: >= 0.95)")
+    FIGURES.append(Figure("imagefolder stream / bare ImageFolder + DataLoader, images/s at 224 px, 2 workers", pairs, ">= 0.95",
+                          "issue 25", f"{o:.1f} vs {t:.1f} images/s"))
 
 
 # ---- (d) precision --------------------------------------------------------------------------------
@@ -123,7 +191,7 @@ def compile_section(opts: argparse.Namespace) -> None:
                               f"{c:.3f} vs {b:.3f} ms/it ({opts.baseline})"))
 
 
-SECTIONS = {"c": compile_section, "d": precision_section}
+SECTIONS = {"a": stream_section, "c": compile_section, "d": precision_section}
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pruneexp.data import DATASETS, CropFlip, DataSplits, crop_flip, load_data, 
 from pruneexp.errors import PruneexpError
 
 REPO = Path(__file__).resolve().parents[1]
-ALL = ["digits", "mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic", "markov", "text", "tokens", "text_classification"]
+ALL = ["digits", "mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic", "markov", "text", "tokens", "text_classification", "imagefolder"]
 
 
 def make_cfg(name: str, /, **over):
@@ -250,6 +250,71 @@ def test_fake_cifar10_through_real_loader(tmp_path, monkeypatch):
     assert torch.equal(raw.test_x[0, 0].flatten(), torch.tensor(first[:1024] / 255.0, dtype=torch.float32))
     g = torch.Generator().manual_seed(0)
     assert s.augment(s.train_x, g).shape == s.train_x.shape
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2's cPickle wrote CIFAR's batches (protocol 2): every str and bytes a
+    Python 2 str (SHORT_BINSTRING / BINSTRING), numpy arrays through numpy.core.multiarray._reconstruct."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj: bytes) -> None:
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj: str) -> None:
+        self.save_bytes(obj.encode("latin1"))
+
+    def save_global(self, obj, name=None) -> None:
+        module = {"numpy._core.multiarray": "numpy.core.multiarray"}.get(obj.__module__, obj.__module__)
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+    dispatch[bytes], dispatch[str], dispatch[type], dispatch[type(len)] = save_bytes, save_str, save_global, save_global
+
+
+def cifar_standin(root: Path, name: str) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """CIFAR-10's `cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta` or CIFAR-100's
+    `cifar-100-python/train, test, meta`, a few rows each, in the files' exact format; returns
+    {train, test: (data, labels)} as written."""
+    rng = np.random.default_rng(1)
+    ten = name == "cifar10"
+    folder = root / ("cifar-10-batches-py" if ten else "cifar-100-python")
+    folder.mkdir(parents=True)
+    files = [(f"data_batch_{k}", 3) for k in range(1, 6)] + [("test_batch", 4)] if ten else [("train", 7), ("test", 4)]
+    written: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    for file, n in files:
+        data, labels = rng.integers(0, 256, (n, 3072), dtype=np.uint8), [int(v) for v in rng.integers(0, 10 if ten else 100, n)]
+        entry = {"batch_label": f"batch {file}", "data": data, "filenames": [f"img_{j}.png" for j in range(n)]}
+        entry.update({"labels": labels} if ten else {"fine_labels": labels, "coarse_labels": [v // 5 for v in labels]})
+        with open(folder / file, "wb") as f:
+            Py2Pickler(f, protocol=2).dump(entry)
+        part = written["test" if "test" in file else "train"]
+        part[0].append(data)
+        part[1].extend(labels)
+    meta = {"label_names": [f"c{k}" for k in range(10)], "num_cases_per_batch": 3, "num_vis": 3072} if ten else {
+        "fine_label_names": [f"f{k}" for k in range(100)], "coarse_label_names": [f"g{k}" for k in range(20)]}
+    with open(folder / ("batches.meta" if ten else "meta"), "wb") as f:
+        Py2Pickler(f, protocol=2).dump(meta)
+    return {k: (np.concatenate(d), y) for k, (d, y) in written.items()}
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_reads_its_python_pickles_in_their_exact_format(name, tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+
+    written = cifar_standin(tmp_path, name)
+    # a stand-in cannot match CIFAR's md5 sums, the guard that lets only the official files be unpickled
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath))
+    raw = DATASETS.get(name)(make_cfg(name, root=str(tmp_path), download=False))
+    for x, y, (data, labels) in ((raw.train_x, raw.train_y, written["train"]), (raw.test_x, raw.test_y, written["test"])):
+        assert x.shape == (len(labels), 3, 32, 32) and y.tolist() == labels
+        # row layout: 1024 red, then green, then blue bytes, each plane row-major
+        assert torch.equal(x, torch.from_numpy(data).reshape(-1, 3, 32, 32).float() / 255)
+    assert raw.num_classes == (10 if name == "cifar10" else 100)
+    s = load_data(make_cfg(name, root=str(tmp_path), download=False, val_size=3), "cpu")
+    assert (len(s.train_y), len(s.val_y), len(s.test_y)) == (len(written["train"][1]) - 3, 3, 4)
 
 
 def test_corrupt_files_are_never_downloaded_over(tmp_path):

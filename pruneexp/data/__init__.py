@@ -1,4 +1,5 @@
-"""Datasets, loaded once into tensors resident on the run's device (airbench / nanoGPT style).
+"""Datasets, loaded once into tensors resident on the run's device (airbench / nanoGPT style), or
+streamed from disk by DataLoader workers when they do not fit (dataset=imagefolder: StreamSplits).
 
 Batches are drawn by index from the resident tensors (no DataLoader, no per-sample transforms).
 Validation is held out of the training set by `dataset.split_seed`, independent of the run seed;
@@ -14,11 +15,13 @@ from pruneexp.data import sources as _sources  # noqa: F401  (registers the data
 from pruneexp.data import language as _language  # noqa: F401  (registers markov and text)
 from pruneexp.data import tokens as _tokens  # noqa: F401  (registers tokens: text in a model's own tokenizer)
 from pruneexp.data import text_classification as _text_classification  # noqa: F401  (labelled text in a model's tokens)
+from pruneexp.data.imagefolder import StreamSplits  # (registers imagefolder: images streamed from class folders)
 from pruneexp.data.sources import mnist1d_cache_file
 
 __all__ = [
     "DATASETS",
     "DataSplits",
+    "StreamSplits",
     "RawData",
     "load_data",
     "normalize_stats",

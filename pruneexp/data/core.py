@@ -63,6 +63,11 @@ class DataSplits:
     floor: Optional[float] = None  # the lowest loss reachable (markov's entropy per token), for the gap in levels.csv
     meta: dict = dataclasses.field(default_factory=dict)  # the loader's protocol, recorded in every levels.csv row
 
+    @property
+    def device(self) -> torch.device:
+        """The device the tensors are resident on."""
+        return self.train_x.device
+
 
 def _split_generator(seed: int) -> torch.Generator:
     # Always a CPU generator: the split is the same whatever the run's device or seed.
@@ -88,8 +93,46 @@ def normalize_stats(train_x: Tensor) -> tuple[Tensor, Tensor]:
     return mean, std
 
 
-def load_data(cfg: Any, device: str | torch.device) -> DataSplits:
-    """Load the dataset named by cfg.name once, split it by cfg.split_seed, normalize, move to device.
+def split_indices(name: str, n: int, val_size: int, test_size: int, *, has_test: bool, hold_val: bool = True,
+                  split_seed: int = 0) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """(train, val, test) indices into a dataset's `n` training examples, held out by `split_seed`.
+
+    A dataset with no official test split (`has_test` false) first holds out `test_size` examples
+    as test; then `val_size` of the rest are held out as validation (`hold_val`; the same seeded
+    generator, so the split is fixed across run seeds). Each part keeps the stored order. test is
+    None where the dataset has its own; with `hold_val` false every example left is training.
+    """
+    if val_size < 0 or test_size < 0:
+        raise PruneexpError(f"dataset.val_size and dataset.test_size must be >= 0 (got {val_size}, {test_size}).")
+    gen = _split_generator(split_seed)
+    rest, test_idx = torch.arange(n), None
+    if not has_test:
+        if test_size <= 0:
+            raise PruneexpError(
+                f"Dataset '{name}' has no official test split, so dataset.test_size must be > 0 "
+                f"(examples held out of its {n} examples as test by dataset.split_seed)."
+            )
+        if test_size + val_size >= n:
+            raise PruneexpError(
+                f"Dataset '{name}' has {n} examples, too few for dataset.test_size={test_size} plus "
+                f"dataset.val_size={val_size} with any left to train on; lower them."
+            )
+        test_idx, rest = _hold_out(n, test_size, gen)
+    if not hold_val:
+        return rest, rest[:0], test_idx
+    if val_size >= len(rest):
+        raise PruneexpError(
+            f"dataset.val_size={val_size} is not smaller than the {len(rest)} training examples of "
+            f"dataset '{name}'; lower dataset.val_size."
+        )
+    val_rel, train_rel = _hold_out(len(rest), val_size, gen)
+    return rest[train_rel], rest[val_rel], test_idx
+
+
+def load_data(cfg: Any, device: str | torch.device) -> Any:
+    """Load the dataset named by cfg.name once, split it by cfg.split_seed, normalize, move to device:
+    a DataSplits of resident tensors, or for a dataset registered `streamed=True` (imagefolder) the
+    loader's own splits, read from disk batch by batch (`pruneexp.data.imagefolder.StreamSplits`).
 
     Datasets without an official test split first hold out cfg.test_size examples as test; then
     cfg.val_size training examples are held out as validation (same seeded generator, so the
@@ -99,38 +142,22 @@ def load_data(cfg: Any, device: str | torch.device) -> DataSplits:
         cfg = OmegaConf.structured(cfg)  # resolves the ${oc.env:...} defaults of root / cache_dir
     name = str(cfg.name)
     loader = DATASETS.get(name)
+    if DATASETS.meta(name).get("streamed"):
+        return loader(cfg, torch.device(device))
     raw = loader(cfg)
     val_size, test_size = int(cfg.val_size), int(cfg.test_size)
-    if val_size < 0 or test_size < 0:
-        raise PruneexpError(f"dataset.val_size and dataset.test_size must be >= 0 (got {val_size}, {test_size}).")
 
     x, y = raw.train_x, raw.train_y
-    gen = _split_generator(cfg.split_seed)
-    if raw.test_x is None:
-        if test_size <= 0:
-            raise PruneexpError(
-                f"Dataset '{name}' has no official test split, so dataset.test_size must be > 0 "
-                f"(examples held out of its {len(y)} examples as test by dataset.split_seed)."
-            )
-        if test_size + val_size >= len(y):
-            raise PruneexpError(
-                f"Dataset '{name}' has {len(y)} examples, too few for dataset.test_size={test_size} plus "
-                f"dataset.val_size={val_size} with any left to train on; lower them."
-            )
-        test_idx, rest = _hold_out(len(y), test_size, gen)
-        test_x, test_y = x[test_idx], y[test_idx]
-        x, y = x[rest], y[rest]
-    else:
+    train_idx, val_idx, test_idx = split_indices(name, len(y), val_size, test_size, has_test=raw.test_x is not None,
+                                                 hold_val=raw.val_x is None, split_seed=cfg.split_seed)
+    if test_idx is None:
         test_x, test_y = raw.test_x, raw.test_y
-    if raw.val_x is not None:  # the loader split by position (text): its validation split as it is
-        val_x, val_y, train_x, train_y = raw.val_x, raw.val_y, x, y
-    elif val_size >= len(y):
-        raise PruneexpError(
-            f"dataset.val_size={val_size} is not smaller than the {len(y)} training examples of "
-            f"dataset '{name}'; lower dataset.val_size."
-        )
     else:
-        val_idx, train_idx = _hold_out(len(y), val_size, gen)
+        test_x, test_y = x[test_idx], y[test_idx]
+    if raw.val_x is not None:  # the loader split by position (text): its validation split as it is
+        val_x, val_y = raw.val_x, raw.val_y
+        train_x, train_y = (x, y) if test_idx is None else (x[train_idx], y[train_idx])
+    else:
         val_x, val_y = x[val_idx], y[val_idx]
         train_x, train_y = x[train_idx], y[train_idx]
 

@@ -259,5 +259,12 @@ def _register_torchvision(name: str, cls_name: str, folder: str, num_classes: in
 
 _register_torchvision("mnist", "MNIST", "MNIST/raw", 10, (1, 28, 28), "60,000 train / 10,000 test")
 _register_torchvision("fashion_mnist", "FashionMNIST", "FashionMNIST/raw", 10, (1, 28, 28), "60,000 train / 10,000 test")
+# CIFAR-10/100 are read from their python batches (cifar-10-batches-py/data_batch_1..5, test_batch,
+# batches.meta; cifar-100-python/train, test, meta) by torchvision.datasets.CIFAR10/100, which
+# unpickles them with plain pickle (they hold numpy arrays; weights_only does not apply). Unpickling
+# a file runs what it names, so a file we did not write is a risk in principle; torchvision checks
+# every file's md5 against the official archive's before it unpickles any (a changed file is refused:
+# "could not read them" below), so only the files the CIFAR authors published are unpickled.
+# tests/test_data.py reads stand-ins written in the files' exact format (Python 2 pickles).
 _register_torchvision("cifar10", "CIFAR10", "cifar-10-batches-py", 10, (3, 32, 32), "50,000 train / 10,000 test")
 _register_torchvision("cifar100", "CIFAR100", "cifar-100-python", 100, (3, 32, 32), "50,000 train / 10,000 test")

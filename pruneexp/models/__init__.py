@@ -90,7 +90,8 @@ def model_from_config(cfg: Any, input_shape: tuple[int, ...], num_classes: int) 
 def load_weights(model: nn.Module, path: str) -> nn.Module:
     """Load the weights file `path` into `model` (`model.init_from`): a state_dict, or a dict holding
     one under "model" (a pruneexp level file or dense.pt), read with torch.load(weights_only=True).
-    Every tensor of the model must be in it with the model's shape: a missing file, a file that is not
+    A state_dict of the network pruneexp wraps loads too (its keys without the wrapper's prefix:
+    transformers' own for model=hf, torchvision's for a 1-channel torchvision model). Every tensor of the model must be in it with the model's shape: a missing file, a file that is not
     weights, missing or extra keys and shape mismatches are PruneexpErrors naming them."""
     import torch
 
@@ -106,6 +107,7 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PruneexpError(f"{what}: holds no state_dict (a dict of tensors, or one under the key 'model').")
     own = model.state_dict()
+    state = _with_wrapper_prefix(state, own)
     missing, extra = [k for k in own if k not in state], [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
     if missing or extra or shapes:
@@ -115,3 +117,16 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
                             f"the source network must have the same architecture, input shape and number of classes.")
     model.load_state_dict(state)
     return model
+
+
+def _with_wrapper_prefix(state: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`state` with its keys prefixed by P when P + key gives exactly the keys of `own` (a file of the
+    module a pruneexp model wraps: "model." for model=hf, "1." behind RepeatChannels); else as it is."""
+    if not state or set(state) == set(own):
+        return state
+    first = next(iter(state))
+    for key in own:
+        prefix = key[: -len(first)]
+        if key.endswith(first) and prefix.endswith(".") and {prefix + k for k in state} == set(own):
+            return {prefix + k: v for k, v in state.items()}
+    return state

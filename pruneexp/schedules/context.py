@@ -11,11 +11,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from pruneexp.data import DataSplits
+from pruneexp.data import DataSplits, StreamSplits
 from pruneexp.models import load_weights, model_from_config
 from pruneexp.pruning.masks import MaskSet, live_units, output_layer, prunable_weights, with_dense_rest
 from pruneexp.pruning.step import prune_step
-from pruneexp.train import TrainResult, epoch_order, train
+from pruneexp.train import TrainResult, epoch_order, evaluate_split, train
 from pruneexp.train.checkpoint import Checkpoint, checkpoint_name
 from pruneexp.train.task import TASKS, Task
 
@@ -63,7 +63,7 @@ class RunContext:
     `pruneexp.train.train`, the prune step `pruneexp.pruning.step.prune_step`."""
 
     cfg: Any  # the resolved run config (DictConfig)
-    data: DataSplits
+    data: DataSplits | StreamSplits
     device: torch.device
     load_level: LevelLoader = lambda level: None
     dense_cache: DenseCache = field(default_factory=DenseCache)
@@ -147,7 +147,8 @@ class RunContext:
     # ---- pruning -----------------------------------------------------------------------------
     def scoring_batches(self) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
         """The criterion's batches: the first `criterion.batches` batches of a permutation of the
-        training split seeded by the run seed (the same batches every call). The permutation is
+        training split seeded by the run seed (the same batches every call), unaugmented (streamed
+        images through the evaluation transform, read by the stream's workers). The permutation is
         drawn on the first call (from its own generator), so a criterion that reads no data
         (magnitude, at every update of gmp) does not pay for it."""
         c, d = self.cfg.criterion, self.data
@@ -155,8 +156,11 @@ class RunContext:
 
         def batches() -> Iterator[tuple[Tensor, Tensor]]:
             if not drawn:
-                drawn.append(epoch_order(self.cfg.seed, -1, len(d.train_x), d.train_x.device))
+                drawn.append(epoch_order(self.cfg.seed, -1, len(d.train_y), d.device))
             order = drawn[0]
+            if isinstance(d, StreamSplits):
+                yield from d.batches("train", order[: c.batches * c.batch_size], c.batch_size)
+                return
             for i in range(c.batches):
                 idx = order[i * c.batch_size : (i + 1) * c.batch_size]
                 if len(idx):
@@ -189,8 +193,8 @@ class RunContext:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation and test metrics of `model` (val_loss, val_acc, test_loss, test_acc, ...)."""
         bs, precision = self.cfg.train.eval_batch_size, self.cfg.train.get("precision", "fp32")
-        val = self.task.evaluate(model, self.data.val_x, self.data.val_y, bs, precision, self.channels_last)
-        test = self.task.evaluate(model, self.data.test_x, self.data.test_y, bs, precision, self.channels_last)
+        val = evaluate_split(self.task, model, self.data, "val", bs, precision, self.channels_last)
+        test = evaluate_split(self.task, model, self.data, "test", bs, precision, self.channels_last)
         return {**{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()}}
 
     def finished(self, level: int) -> bool:

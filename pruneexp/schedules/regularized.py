@@ -66,7 +66,7 @@ def regularized(ctx: RunContext) -> Iterator[Level]:
         if not ctx.finished(0):  # (a resumed run loads its folded level 0 into the plain model instead)
             spe = steps_per_epoch(ctx.data, cfg.train.batch_size)
             try:
-                sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_x), spe, frozen)
+                sparsifier.wrap(model, ctx.prunable(model), len(ctx.data.train_y), spe, frozen)
             except TypeError as err:
                 raise PruneexpError(f"regularizer={r.name}: {err}; use a model made of the layers it wraps (lenet_300_100, mlp; sparse_vd: lenet5, lenet5_caffe too).") from err
     else:

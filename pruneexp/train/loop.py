@@ -1,4 +1,5 @@
-"""The training loop: one visible function, data resident on the device (airbench / nanoGPT style).
+"""The training loop: one visible function, data resident on the device (airbench / nanoGPT style)
+or streamed by DataLoader workers (`training_batches`: the one place a step's batch comes from).
 
 Everything a step depends on is a function of (seed, step): the data order of an epoch is a
 permutation seeded by (seed, epoch), the augmentation of a batch is seeded by (seed, step) and
@@ -12,13 +13,13 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Collection
+from typing import Any, Collection, Iterator
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from pruneexp.data import DataSplits
+from pruneexp.data import DataSplits, StreamSplits
 from pruneexp.errors import TrainingDiverged
 from pruneexp.pruning.masks import MaskSet
 from pruneexp.train import accel
@@ -90,10 +91,10 @@ class TrainResult:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-def steps_per_epoch(data: DataSplits, batch_size: int) -> int:
+def steps_per_epoch(data: DataSplits | StreamSplits, batch_size: int) -> int:
     """Full batches per pass over the training split (the last partial batch is dropped; the
     order is reshuffled every epoch, so every example is seen)."""
-    return max(1, len(data.train_x) // batch_size)
+    return max(1, len(data.train_y) // batch_size)
 
 
 def epoch_order(seed: int, epoch: int, n: int, device: torch.device) -> Tensor:
@@ -110,9 +111,46 @@ def batch_order(cfg: Any, seed: int, epoch: int, n: int, device: torch.device) -
     return epoch_order(seed, epoch, n, device)
 
 
+def training_batches(data: DataSplits | StreamSplits, cfg: Any, seed: int, start: int, stop: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The (x, y) of training steps start, ..., stop - 1. Step s reads batch i = s mod spe of epoch
+    e = s // spe of `batch_order(cfg, seed, e)`; resident data are augmented on the device by a
+    generator seeded by (seed, s), streamed data (StreamSplits) per image by (seed, e, index) in
+    the DataLoader's workers. A function of (seed, step) only: a resumed or rewound segment reads
+    the batches an uninterrupted run read. (A process's share of a global batch slots in here.)"""
+    bs, n, device = cfg.batch_size, len(data.train_y), data.device
+    spe = steps_per_epoch(data, bs)
+    streamed = isinstance(data, StreamSplits)
+    aug_gen = torch.Generator(device=device) if not streamed and data.augment is not None else None
+    step = start
+    while step < stop:
+        epoch, first = divmod(step, spe)
+        last = min(spe, first + stop - step)  # batches [first, last) of this epoch
+        order = batch_order(cfg, seed, epoch, n, torch.device("cpu") if streamed else device)
+        if streamed:
+            yield from data.train_batches(order[first * bs : last * bs], bs, seed, epoch)
+        else:
+            for i in range(first, last):
+                idx = order[i * bs : (i + 1) * bs]
+                # index_select, not x[idx]: the same rows, 4x faster for a row gather on CPU (58 vs 13 us for 60 MNIST rows)
+                x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
+                if aug_gen is not None:
+                    x = data.augment(x, aug_gen.manual_seed(seed * 1_000_003 + epoch * spe + i))
+                yield x, y
+        step += last - first
+
+
+def evaluate_split(task: Task, model: nn.Module, data: DataSplits | StreamSplits, split: str, batch_size: int,
+                   precision: str = "fp32", nhwc: bool = False) -> dict[str, float]:
+    """`task`'s metrics of `model` on `split` ("val" or "test") of `data`: resident tensors in slices
+    of `batch_size`, or a stream's batches through the evaluation transform."""
+    if isinstance(data, StreamSplits):
+        return task.evaluate_batches(model, data.eval_batches(split, batch_size), precision, nhwc)
+    return task.evaluate(model, getattr(data, f"{split}_x"), getattr(data, f"{split}_y"), batch_size, precision, nhwc)
+
+
 def train(
     model: nn.Module,
-    data: DataSplits,
+    data: DataSplits | StreamSplits,
     masks: MaskSet,
     cfg: Any,
     *,
@@ -148,7 +186,7 @@ def train(
     runs (train/accel.py); evaluation runs eagerly under the same precision and layout. With fp16 a
     step whose gradients overflow is skipped by the GradScaler and its loss left out of the running
     mean; only an evaluation window in which every step overflowed counts as divergence."""
-    device = data.train_x.device
+    device = data.device
     precision, compile_step = getattr(cfg, "precision", "fp32"), bool(getattr(cfg, "compile", False))
     accel.check_precision(precision, device)
     if compile_step:
@@ -186,11 +224,10 @@ def train(
         start = state.step
     reapply_masks = masks.binder(model, skip_dense=sparsifier is None)
     reapply_masks()
-    aug_gen = torch.Generator(device=device) if data.augment is not None else None
     result = TrainResult(steps=start)
     if start in snapshot_at:
         result.snapshots[start] = TrainState.capture(start, model, optimizer, scaler)
-    running, seen, order, order_epoch = torch.zeros((), device=device), 0, None, -1
+    running, seen = torch.zeros((), device=device), 0
     finite_steps = torch.zeros((), dtype=torch.int64, device=device)  # fp16: steps whose loss did not overflow
     skipped = torch.zeros((), device=device)  # fp16: steps the GradScaler skipped (a gradient inf/NaN)
     best_val_loss, best_val_acc, t0 = float("inf"), 0.0, time.perf_counter()
@@ -213,16 +250,9 @@ def train(
         best_weights = None if best_weights is None else {k: v.to(device) for k, v in best_weights.items()}
         t0 -= resumed["elapsed_s"]
 
+    smoothing = float(getattr(cfg, "label_smoothing", 0.0))
     model.train()
-    for step in range(start, stop):
-        epoch, i = divmod(step, spe)
-        if epoch != order_epoch:
-            order, order_epoch = batch_order(cfg, seed, epoch, len(data.train_x), device), epoch
-        idx = order[i * bs : (i + 1) * bs]
-        # index_select, not x[idx]: the same rows, 4x faster for a row gather on CPU (58 vs 13 us for 60 MNIST rows)
-        x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
-        if aug_gen is not None:
-            x = data.augment(x, aug_gen.manual_seed(seed * 1_000_003 + step))
+    for step, (x, y) in zip(range(start, stop), training_batches(data, cfg, seed, start, stop)):
         if channels_last:
             x = accel.channels_last(x)
         f = factor(step)
@@ -230,7 +260,7 @@ def train(
         for group, base in zip(optimizer.param_groups, base_lrs):
             group["lr"] = base * f  # = lr for every group at train.lr
         with accel.autocast(precision, device):  # fp32: no context, the step as before
-            loss = task.loss(forward(x), y)
+            loss = task.loss(forward(x), y, smoothing)
         if sparsifier is not None and (penalty := sparsifier.penalty(model, step)) is not None:
             loss = loss + penalty
         optimizer.zero_grad(set_to_none=True)
@@ -268,11 +298,11 @@ def train(
                 what = "a weight" if math.isfinite(train_loss) else (
                     "the training loss" if scaler is None or taken else f"the training loss of every one of the last {seen} fp16 steps")
                 raise TrainingDiverged(phase, done, what)
-            val = task.evaluate(model, data.val_x, data.val_y, cfg.eval_batch_size, precision, channels_last)
+            val = evaluate_split(task, model, data, "val", cfg.eval_batch_size, precision, channels_last)
             new_best = val["loss"] < best_val_loss
             test: dict[str, float] = {}
             if done == stop or (new_best and not defer_test):
-                test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size, precision, channels_last)
+                test = evaluate_split(task, model, data, "test", cfg.eval_batch_size, precision, channels_last)
             if new_best:
                 best_val_loss, result.best_step, best_row = val["loss"], done, len(result.log)
                 if test:
@@ -304,7 +334,7 @@ def train(
     if best_weights is not None and best_row is not None and math.isnan(result.test_acc_at_best):  # the deferred test
         final_weights = _keep(model, None)
         model.load_state_dict(best_weights)
-        test = task.evaluate(model, data.test_x, data.test_y, cfg.eval_batch_size, precision, channels_last)
+        test = evaluate_split(task, model, data, "test", cfg.eval_batch_size, precision, channels_last)
         model.load_state_dict(final_weights)
         result.log[best_row].update({f"test_{k}": v for k, v in test.items()})
         result.test_acc_at_best = test["acc"]

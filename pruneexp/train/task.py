@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -36,37 +37,50 @@ class Task:
         """Outputs as (rows, classes) and targets as (rows,): the shape cross-entropy takes."""
         return output.reshape(-1, output.shape[-1]), target.reshape(-1)
 
-    def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        """Mean cross-entropy of the output rows against their targets."""
-        return F.cross_entropy(*self.flat(output, target))
+    def loss(self, output: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        """Mean cross-entropy of the output rows against their targets (against (1 - eps) one-hot +
+        eps / classes with `label_smoothing` eps > 0: Szegedy et al. 2016)."""
+        return F.cross_entropy(*self.flat(output, target), label_smoothing=label_smoothing)
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 2000, precision: str = "fp32",
                  nhwc: bool = False) -> dict[str, float]:
-        """{loss: mean cross-entropy over every target, acc: fraction of targets ranked first,
-        (+ ppl = exp(loss) for a language model)} of `model` in eval mode; its mode is restored.
-        The forward runs under the training's `precision` (train/accel.py: autocast), image batches
-        in channels-last order when `nhwc`; the loss is summed in float64 from float32 logits.
-        An empty split (dataset.val_size=0: no validation) gives NaN, so nothing is selected on it."""
-        if len(x) == 0:
-            return self.finish(math.nan, math.nan)
-        was_training = model.training
-        model.eval()
-        loss = torch.zeros((), dtype=torch.float64, device=x.device)
-        correct = torch.zeros((), dtype=torch.int64, device=x.device)
-        count = 0
+        """`evaluate_batches` over resident tensors x, y in slices of `batch_size` (a language model's
+        batches cut to at most LOGIT_BUDGET logits). An empty split (dataset.val_size=0: no
+        validation) gives NaN, so nothing is selected on it."""
         vocab = getattr(model, "vocab_size", None)  # a language model: at most LOGIT_BUDGET logits at once
         if vocab and x.dim() == 2 and self.name == "language_model":
             batch_size = max(1, min(batch_size, LOGIT_BUDGET // (x.shape[1] * int(vocab))))
-        for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size]
-            with autocast(precision, x.device):
-                out = model(channels_last(xb) if nhwc else xb)
-            logits, target = self.flat(out, y[i : i + batch_size])
-            loss += F.cross_entropy(logits.float(), target, reduction="sum").double()
-            correct += (logits.argmax(-1) == target).sum()
-            count += int((target != IGNORE).sum())  # an ignored target (a window's last, dataset=tokens) is no prediction
-        model.train(was_training)
+        return self.evaluate_batches(model, ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)),
+                                     precision, nhwc)
+
+    @torch.inference_mode()
+    def evaluate_batches(self, model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], precision: str = "fp32",
+                         nhwc: bool = False) -> dict[str, float]:
+        """{loss: mean cross-entropy over every target, acc: fraction of targets ranked first,
+        (+ ppl = exp(loss) for a language model)} of `model` in eval mode over `batches` (resident
+        slices or a stream's); its mode is restored. The forward runs under the training's
+        `precision` (train/accel.py: autocast), image batches in channels-last order when `nhwc`; the
+        loss is summed in float64 from float32 logits. No batches give NaN."""
+        was_training = model.training
+        model.eval()
+        loss = correct = None
+        count = 0
+        try:
+            for xb, yb in batches:
+                if loss is None:
+                    loss = torch.zeros((), dtype=torch.float64, device=xb.device)
+                    correct = torch.zeros((), dtype=torch.int64, device=xb.device)
+                with autocast(precision, xb.device):
+                    out = model(channels_last(xb) if nhwc else xb)
+                logits, target = self.flat(out, yb)
+                loss += F.cross_entropy(logits.float(), target, reduction="sum").double()
+                correct += (logits.argmax(-1) == target).sum()
+                count += int((target != IGNORE).sum())  # an ignored target (a window's last, dataset=tokens) is no prediction
+        finally:
+            model.train(was_training)
+        if loss is None:
+            return self.finish(math.nan, math.nan)
         n = max(1, count)
         return self.finish(loss.item() / n, correct.item() / n)
 
