@@ -1,6 +1,7 @@
 """Stand-ins for the data and models the seed-table recipes (conf/experiment/) need, so a test can
 compose each recipe and run it for a few steps offline: tiny random Hugging Face models, generated
-GLUE-style and WikiText-style folders, CIFAR-shaped synthetic images."""
+GLUE-style and WikiText-style folders, CIFAR-shaped synthetic images, an ImageNet-shaped folder
+of generated PNGs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from hf_models import labelled_texts, save_tiny, save_tiny_bert
 
-SEED_TABLE = ("gmp_bert_sst2", "sparsegpt_gpt2", "imp_resnet20_cifar10", "imp_vgg16_cifar10")
+SEED_TABLE = ("gmp_bert_sst2", "sparsegpt_gpt2", "imp_resnet20_cifar10", "imp_vgg16_cifar10", "imp_resnet50_imagenet")
 CIFAR_STANDIN = ["dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.num_classes=10", "dataset.train_size=32",
                  "dataset.val_size=16", "dataset.test_size=16"]
 
@@ -63,4 +64,12 @@ def standin_overrides(name: str, tmp_path: Path) -> list[str]:
     if name in ("imp_resnet20_cifar10", "imp_vgg16_cifar10"):
         return [*CIFAR_STANDIN, "train.duration=2it", "train.batch_size=16", "train.eval_every=1it", "schedule.levels=1",
                 "schedule.rewind=1it", "save_checkpoints=false", *common]
+    if name == "imp_resnet50_imagenet":  # ImageNet's layout (train/<class>/, val/<class>/), 3 classes at 32 px
+        from pruneexp.data.imagefolder import write_image_folder
+
+        folder = write_image_folder(tmp_path / "imagenet", classes=3, per_class=6, val_per_class=2, size=(40, 48))
+        return [f"dataset.path={folder}", "dataset.image_size=32", "dataset.val_size=3", "dataset.workers=0",
+                "train.duration=2it", "train.warmup=0it", "train.milestones=[1it]", "train.batch_size=4",
+                "train.eval_batch_size=8", "train.eval_every=1it", "schedule.levels=1", "schedule.rewind=1it",
+                "save_checkpoints=false", *common]
     raise KeyError(name)

@@ -1,5 +1,5 @@
 """The seed table's recipes (conf/experiment/: BERT-base on SST-2 by GMP, GPT-2 by SparseGPT,
-ResNet-20 and VGG-16 on CIFAR-10 by IMP with rewinding) compose through the project's own config
+ResNet-20 and VGG-16 on CIFAR-10 and ResNet-50 on ImageNet by IMP with rewinding) compose through the project's own config
 loading and run end to end for two training steps on stand-ins (tests/recipes.py), so a recipe
 that no longer fits the code fails here, not on the cluster."""
 
