@@ -234,10 +234,11 @@ def launch(nprocs: int, args: list[str], entrypoint: str | None = None) -> None:
     try:
         elastic_launch(config, entrypoint=command[0])(*command[1:], *args)
     except ChildFailedError as err:
-        ranks_failed = sorted(err.failures.items(), key=lambda kv: kv[1].timestamp)
-        what = "; ".join(f"rank {rank} {_failure_text(failure)}" for rank, failure in ranks_failed)
-        raise PruneexpError(f"{len(ranks_failed)} of {nprocs} processes failed, and torchrun stopped the others: {what}. "
-                            "Started again, the run resumes from its last finished level or checkpoint.") from None
+        (rank, first), *rest = sorted(err.failures.items(), key=lambda kv: kv[1].timestamp)
+        then = "; then " + ", ".join(f"rank {r} {_failure_text(f)}" for r, f in rest) if rest else ""
+        raise PruneexpError(f"rank {rank} of {nprocs} {_failure_text(first)}, and the run stopped with it (torchrun ends every "
+                            f"rank when one fails{then}). Started again, the run resumes from its last finished level or "
+                            "checkpoint.") from None
 
 
 def record_error(message: str) -> None:

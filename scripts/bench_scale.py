@@ -1,6 +1,12 @@
 """Training at scale, measured side by side in one process on this machine (issue 25).
 
-Sections (run one or several: `python scripts/bench_scale.py d c`):
+Sections (run one or several: `python scripts/bench_scale.py b d c`):
+
+- (b) `ddp`: samples/s of one training run of ResNet-20 on CIFAR-shaped random data (global batch
+  128, SGD, pruneexp's `train()`) in 2 DDP processes on gloo (each 1 thread, 64 examples a step)
+  against 1 process (1 thread, 128 examples a step); each variant in fresh processes (torch's
+  multiprocessing spawn), a warm-up call untimed, interleaved repeats. Goal (issue 25): >= 1.6x on
+  2 cores. The slower rank's wall time counts (a step waits for both).
 
 - (c) `compile`: one LTH level of scripts/bench_level.py (LeNet-300-100 on MNIST, Adam, batch 60,
   validation every 100 iterations; one thread) as the runner trains it eagerly and with
@@ -13,6 +19,7 @@ Sections (run one or several: `python scripts/bench_scale.py d c`):
   `hardware.channels_last`, interleaved repeats; ms per step (no evaluation: empty validation split)
   and the ratio to fp32.
 
+    python scripts/bench_scale.py b [--steps 10] [--repeats 3]
     PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py d [--threads 2] [--steps 10] [--repeats 3]
     PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py c [--iters 3000] [--repeats 3] [--baseline DIR]
 
@@ -91,6 +98,55 @@ def precision_section(opts: argparse.Namespace) -> None:
                                   "issue 25 asks for the measurement, states no goal", f"{m:.1f} vs {base:.1f} ms/step ({flags})"))
 
 
+# ---- (b) one run over 2 processes (DDP) ------------------------------------------------------------
+def _ddp_rank(rank: int, world: int, port: int, steps: int, out: str) -> None:
+    """One rank of section (b): join a gloo group of `world` (none for 1), train ResNet-20 once
+    untimed (warm-up) and once timed; write the timed seconds to `out`/rank<rank>."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from pruneexp import distributed
+
+    distributed.init("cpu")
+    resnet20_step_ms("fp32", False, 2)
+    ms = resnet20_step_ms("fp32", False, steps)
+    Path(out, f"rank{rank}").write_text(str(ms * steps / 1000.0))
+    distributed.close()
+
+
+def ddp_seconds(world: int, steps: int) -> float:
+    """Wall seconds of `steps` global steps of ResNet-20 in `world` fresh processes (the slowest rank)."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(_ddp_rank, args=(world, port, steps, out), nprocs=world)
+        return max(float(p.read_text()) for p in Path(out).glob("rank*"))
+
+
+def ddp_section(opts: argparse.Namespace) -> None:
+    bs = 128
+    one, two = [], []
+    before = load()
+    for _ in range(opts.repeats):
+        one.append(bs * opts.steps / ddp_seconds(1, opts.steps))
+        two.append(bs * opts.steps / ddp_seconds(2, opts.steps))
+    after = load()
+    a, b = statistics.median(one), statistics.median(two)
+    pairs = [t / o for t, o in zip(two, one)]  # the same repeat: the same load
+    print(f"(b) ResNet-20 training, CIFAR-shaped random data, global batch 128, SGD, 1 thread per process, {opts.steps} steps "
+          f"x {opts.repeats} interleaved repeats, median; {os.cpu_count()} CPUs; {before} -> {after}")
+    print(f"  1 process              {a:8.1f} samples/s   (runs: {', '.join(f'{v:.1f}' for v in one)})")
+    print(f"  2 DDP processes (gloo) {b:8.1f} samples/s   (runs: {', '.join(f'{v:.1f}' for v in two)})")
+    print(f"  2 / 1 = {b / a:.2f} (medians); median of per-repeat ratios {statistics.median(pairs):.2f}   (goal >= 1.6)")
+    FIGURES.append(Figure("ResNet-20 training samples/s, 2 DDP processes / 1 (1 thread each)", statistics.median(pairs), ">= 1.6",
+                          "issue 25", f"{b:.1f} vs {a:.1f} samples/s; {before} -> {after}"))
+
+
 # ---- (c) compile ----------------------------------------------------------------------------------
 def compile_section(opts: argparse.Namespace) -> None:
     import bench_level
@@ -123,14 +179,14 @@ def compile_section(opts: argparse.Namespace) -> None:
                               f"{c:.3f} vs {b:.3f} ms/it ({opts.baseline})"))
 
 
-SECTIONS = {"c": compile_section, "d": precision_section}
+SECTIONS = {"b": ddp_section, "c": compile_section, "d": precision_section}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sections", nargs="+", choices=sorted(SECTIONS))
     parser.add_argument("--threads", type=int, default=None, help="(d) torch threads (default: torch's)")
-    parser.add_argument("--steps", type=int, default=10, help="(d) training steps per timed call")
+    parser.add_argument("--steps", type=int, default=10, help="(b, d) training steps per timed call")
     parser.add_argument("--iters", type=int, default=3000, help="(c) iterations of the level")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=None, help="(c) another checkout whose eager runner is timed the same way")

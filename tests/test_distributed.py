@@ -93,7 +93,7 @@ def test_a_killed_rank_fails_the_run_clearly_and_a_rerun_resumes_to_the_uninterr
     directory = run_directory(typed_config(compose_run(results)))
     args = ["run", f"results_dir={results}", *RUN]
     monkeypatch.setenv("PRUNEEXP_TEST_KILL", f"1 finetune {directory}")
-    with pytest.raises(PruneexpError, match=r"rank 1 died \(SIGKILL\).*resumes"):
+    with pytest.raises(PruneexpError, match=r"rank 1 of 2 died \(SIGKILL\), and the run stopped.*resumes"):
         distributed.launch(2, args, entrypoint=WORKER)
     left = files(directory)
     assert "levels/level_001.pt" in left and any(f.startswith("checkpoints/finetune") for f in left)
