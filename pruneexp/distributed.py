@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterator, TypeVar
@@ -178,16 +179,27 @@ def per_rank_batch(batch_size: int, world: int) -> int:
     return batch_size // world
 
 
+_WRAPPED: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], nn.Module]]" = weakref.WeakKeyDictionary()
+
+
 def data_parallel(model: nn.Module) -> nn.Module:
     """`model` under DistributedDataParallel when the run spans processes (gradients averaged over
     the ranks in backward; BatchNorm buffers broadcast from rank 0 at each forward), else `model`.
-    The wrapper shares the model's parameters, so masks re-applied to them hold for it."""
+    The wrapper shares the model's parameters, so masks re-applied to them hold for it. One wrapper
+    per model object while its parameters stay the same (a model trained again, at the next level,
+    keeps its wrapper, and so train.compile's compiled wrapper of it and Dynamo's cache)."""
     if not active():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
+    params = tuple(id(p) for p in model.parameters())
+    known = _WRAPPED.get(model)
+    if known is not None and known[0] == params:
+        return known[1]
     device = next(model.parameters()).device
-    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    wrapper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    _WRAPPED[model] = (params, wrapper)
+    return wrapper
 
 
 @contextlib.contextmanager
