@@ -48,6 +48,10 @@ class DatasetConfig:
     text_field: str = "text"
     tokenizer: str = "${oc.select:model.path,''}"
     tokenizer_gguf: str = "${oc.select:model.gguf_file,''}"
+    # text_classification (labelled text in a model's own tokens; text_field above names the text):
+    label_field: str = "label"  # the record field / column holding each example's class
+    max_length: int = 128  # tokens per example: padded and truncated to it (BERT fine-tuning's max_seq_length)
+    dev_as: str = "validation"  # a folder's dev file: the validation split, or the test split (GLUE: test labels hidden)
 
 
 @dataclass
@@ -290,7 +294,9 @@ HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None
                                 "dataset.tokenizer_gguf": "", "model.gguf_file": "", "model.dtype": "float32",
                                 "criterion.precision": "float64", "dataset.eval_windows": 0, "regularizer.ema": 0.0,
                                 "regularizer.train_clip_variance": "all", "schedule.sparse_init": "dense", "model.conv_relu": False,
-                                "train.precision": "fp32", "train.compile": False, "hardware.channels_last": False}
+                                "train.precision": "fp32", "train.compile": False, "hardware.channels_last": False,
+                                "dataset.label_field": "label", "dataset.max_length": 128, "dataset.dev_as": "validation",
+                                "model.head": "causal_lm"}
 # Groups added since runs were first hashed whose whole node is left out of the hash while its name
 # is this value (runs without a regularizer keep their names).
 HASH_NEUTRAL_GROUPS = {"regularizer": "none"}

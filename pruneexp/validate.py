@@ -17,6 +17,7 @@ from pruneexp.errors import PruneexpError
 from pruneexp.train.accel import check_compile, check_precision
 from pruneexp.measure.latency import Target
 from pruneexp.models import MODELS
+from pruneexp.models.hf import HEADS
 from pruneexp.pruning.biases import CRITERIA as BIAS_CRITERIA
 from pruneexp.pruning.criteria import CRITERIA, supported_granularities
 from pruneexp.pruning.groups import GRANULARITIES, GROUP_REDUCE
@@ -92,13 +93,27 @@ def typed_config(cfg: Any) -> Any:
 
 
 def check_tokens(cfg: Any) -> None:
-    """A pretrained language model reads its own tokens: model=hf only with dataset=tokens (the
-    ids of any other dataset mean other words to it), and post-training calibration reads every one
-    of dataset.nsamples windows (the number levels.csv records)."""
-    if cfg.model.name == "hf" and cfg.dataset.name != "tokens":
+    """A pretrained model reads its own tokens, and its head decides the data: model=hf with
+    head=causal_lm only with dataset=tokens, with head=sequence_classification only with
+    dataset=text_classification (the ids of any other dataset mean other words to it, and a head
+    meets only the targets it was built for); post-training calibration reads every one of
+    dataset.nsamples windows (the number levels.csv records)."""
+    head = cfg.model.get("head", "causal_lm") if cfg.model.name == "hf" else None
+    if head is not None and head not in HEADS:
+        raise PruneexpError(f"model.head={head!r} is not one of {', '.join(HEADS)}.")
+    if head == "causal_lm" and cfg.dataset.name != "tokens":
         raise PruneexpError(f"model=hf reads token ids of its own tokenizer, and dataset={cfg.dataset.name} gives other ids "
                             "(dataset=text: character ids). Use dataset=tokens (dataset.path=<local text>, or none for the "
-                            "pydoc help topics), which tokenizes with the model's tokenizer.")
+                            "pydoc help topics), which tokenizes with the model's tokenizer; or, for labelled text, "
+                            "model.head=sequence_classification with dataset=text_classification.")
+    if head == "sequence_classification" and cfg.dataset.name != "text_classification":
+        raise PruneexpError(f"model=hf model.head=sequence_classification classifies labelled text in its own tokens, and "
+                            f"dataset={cfg.dataset.name} is not that; use dataset=text_classification dataset.path=<a local "
+                            "(text, label) .csv/.tsv/.jsonl or a GLUE task folder>.")
+    if cfg.dataset.name == "text_classification" and head != "sequence_classification":
+        raise PruneexpError(f"dataset=text_classification gives token ids of a pretrained model's tokenizer with class labels; "
+                            f"use it with model=hf model.head=sequence_classification, not model={cfg.model.name}"
+                            f"{' model.head=' + head if head else ''}.")
     if cfg.dataset.name == "tokens" and cfg.schedule.name == "posttrain":
         reads = cfg.criterion.batches * cfg.criterion.batch_size
         if reads < cfg.dataset.nsamples:

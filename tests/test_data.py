@@ -23,7 +23,7 @@ from pruneexp.data import DATASETS, CropFlip, DataSplits, crop_flip, load_data, 
 from pruneexp.errors import PruneexpError
 
 REPO = Path(__file__).resolve().parents[1]
-ALL = ["digits", "mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic", "markov", "text", "tokens"]
+ALL = ["digits", "mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100", "synthetic", "markov", "text", "tokens", "text_classification"]
 
 
 def make_cfg(name: str, /, **over):

@@ -37,18 +37,26 @@ def context(make_cfg, *overrides: str) -> RunContext:
     return RunContext(cfg, load_data(cfg.dataset, "cpu"), torch.device("cpu"), quiet=True)
 
 
-def pruned(ctx: RunContext, engine: str, calls: list[int] | None = None):
+def pruned(ctx: RunContext, engine: str, calls: list[int] | None = None, started: list[int] | None = None):
+    """Prune with `engine`; `calls[i]` counts the calibration samples whose run through block i
+    completed, `started[i]` those whose run began (block 0's capture of its inputs included)."""
     model = ctx.build_model()
     masks = ctx.dense_masks(model)
     handles = []
-    if calls is not None:
+    if calls is not None or started is not None:
+        calls = calls if calls is not None else []
+        started = started if started is not None else []
         _, blocks = block_list(model, list(masks.weights))
         calls.extend([0] * len(blocks))
+        started.extend([0] * len(blocks))
         for i, b in enumerate(blocks):
-            def count(_m, args, kwargs, _out, i=i):  # a forward hook: runs that completed (the capture stops in a pre-hook)
-                hidden = args[0] if args else kwargs["hidden_states"]
-                calls[i] += hidden.shape[0]  # calibration samples through block i
-            handles.append(b.register_forward_hook(count, with_kwargs=True))
+            def count(counter, i):
+                def hook(_m, args, kwargs, *_out):
+                    hidden = args[0] if args else kwargs["hidden_states"]
+                    counter[i] += hidden.shape[0]  # calibration samples through block i
+                return hook
+            handles.append(b.register_forward_hook(count(calls, i), with_kwargs=True))
+            handles.append(b.register_forward_pre_hook(count(started, i), with_kwargs=True))
     masks = prune_sequential(ctx, model, masks, ctx.cfg.sparsity, engine=engine)
     for h in handles:
         h.remove()
@@ -59,18 +67,25 @@ def pruned(ctx: RunContext, engine: str, calls: list[int] | None = None):
 def test_blocks_engine_equals_whole_model_engine_on_tiny_llama(make_cfg, tiny, method):
     ctx = context(make_cfg, "model=hf", f"model.path={tiny['llama']}", *TOKENS, *METHODS[method], "sparsity=0.5",
                   "prune.exclude=[model.lm_head]")
-    calls_blocks, calls_model = [], []
-    model_b, masks_b = pruned(ctx, "blocks", calls_blocks)
-    model_m, masks_m = pruned(ctx, "model", calls_model)
+    calls_blocks, calls_model, started_blocks, started_model = [], [], [], []
+    model_b, masks_b = pruned(ctx, "blocks", calls_blocks, started_blocks)
+    model_m, masks_m = pruned(ctx, "model", calls_model, started_model)
     assert masks_b.equal(masks_m)
     for (n, a), (_, b) in zip(model_b.state_dict().items(), model_m.state_dict().items()):
         assert torch.equal(a, b), n
-    samples = 12
-    # block 0: stats + outputs; the last block: stats only; magnitude reads no inputs: nothing runs
-    assert calls_blocks == ([0, 0] if method == "magnitude" else [2 * samples, samples])
-    # the whole-model engine runs every block below the one it prunes again for each block
-    if method != "magnitude":
-        assert calls_model == [2 * samples, 2 * samples]
+    samples, batch = 12, 4
+    if method == "magnitude":  # reads no inputs: nothing runs
+        assert calls_blocks == started_blocks == [0, 0]
+        return
+    # blocks engine: block 0 captures its inputs (12, stopped at its entry), then each block runs once
+    # for the statistics and once for its outputs (the last block: statistics only): at most twice per sample
+    assert started_blocks == [samples + 2 * samples, samples]
+    # a statistics run completes only for the first batch: later ones stop after the block's last scored layer
+    assert calls_blocks == [batch + samples, batch]
+    # the whole-model engine runs every block up to the one it scores, for each block, and stops each
+    # run after the scored block's last layer (the first batch's runs go through the whole model)
+    assert started_model == [2 * samples, batch + samples]
+    assert calls_model == [batch + samples, 2 * batch]
 
 
 def test_untied_head_is_pruned_after_the_blocks_through_the_whole_model(make_cfg, tiny):
@@ -78,7 +93,8 @@ def test_untied_head_is_pruned_after_the_blocks_through_the_whole_model(make_cfg
     calls = []
     model_b, masks_b = pruned(ctx, "blocks", calls)
     assert "model.lm_head.weight" in masks_b.weights
-    assert calls == [12 + 12 + 12, 12 + 12]  # stats, outputs, and one whole pass for the head
+    # stats (only the first batch of 4 completes), outputs, and one whole pass for the head
+    assert calls == [4 + 12 + 12, 4 + 12]
     model_m, masks_m = pruned(ctx, "model")
     assert masks_b.equal(masks_m)
     assert masks_b["model.lm_head.weight"].float().mean().item() == pytest.approx(0.5)
@@ -90,7 +106,7 @@ def test_every_family_pruned_block_by_block(make_cfg, tiny, family):
                   "criterion.precision=float64")
     calls = []
     model, masks = pruned(ctx, "blocks", calls)
-    assert calls == [24, 12]
+    assert calls == [4 + 12, 4]  # outputs, and the statistics runs of the first batch of 4 (later ones stop early)
     for n in masks.weights:
         if ".layers." in n or ".h." in n:
             assert masks[n].float().mean().item() == pytest.approx(0.5, abs=1e-9), n
@@ -107,7 +123,7 @@ def test_own_gpt_blocks_engine_equals_whole_model(make_cfg):
     model_b, masks_b = pruned(ctx, "blocks", calls)
     model_m, masks_m = pruned(ctx, "model")
     assert masks_b.equal(masks_m)
-    assert calls == [32, 32, 16]
+    assert calls == [8 + 16, 8 + 16, 8]  # outputs; the statistics runs complete for the first batch of 8 only
 
 
 def test_refuses_hf_model_on_ids_of_another_dataset(make_cfg, tiny):

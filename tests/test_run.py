@@ -132,14 +132,12 @@ def test_every_experiment_config_composes_and_validates(make_cfg, name, tmp_path
     from pruneexp.models import model_from_config
     from pruneexp.validate import validate
 
-    overrides = []
-    if name == "posttrain_smollm2":  # the reproduction sets model.path to SmolLM2 in the cache; a tiny LLaMA stands in
-        from hf_models import save_tiny
+    from recipes import model_overrides
 
-        overrides = [f"model.path={save_tiny(tmp_path / 'tiny', 'llama')}"]
-    cfg = make_cfg(f"experiment={name}", *overrides)
+    # a recipe of a Hugging Face model names its files in the cache (SmolLM2, BERT-base, GPT-2): tiny ones stand in
+    cfg = make_cfg(f"experiment={name}", *model_overrides(name, tmp_path))
     validate(cfg)
     shape = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "mnist1d": (40,), "digits": (1, 8, 8),
              "markov": (cfg.dataset.block_size,), "text": (cfg.dataset.block_size,),
-             "tokens": (cfg.dataset.block_size,)}.get(cfg.dataset.name, (3, 32, 32))
+             "tokens": (cfg.dataset.block_size,), "text_classification": (cfg.dataset.max_length,)}.get(cfg.dataset.name, (3, 32, 32))
     model_from_config(cfg.model, shape, 10)

@@ -180,3 +180,21 @@ def test_the_selector_refuses_to_return_another_sparsity_than_asked(monkeypatch)
     monkeypatch.setattr(sel, "top_k_mask", lambda s, k: torch.zeros_like(s, dtype=torch.bool) | (s > 0))
     with pytest.raises(PruneexpError, match="kept 9 of 10 .* asks for 3"):
         sel.select(scores, 0.7, masks_for(a=(10,)))
+
+
+def test_top_k_rows_equals_the_stable_sort_of_each_row():
+    """top_k_rows keeps, in each row, what the first k of that row's stable descending sort keep, of
+    which only the finite ones: a row with fewer than k live scores (-inf: already pruned) keeps
+    only those; ties go to the earlier column."""
+    from pruneexp.pruning.select import top_k_rows
+
+    g = torch.Generator().manual_seed(1)
+    for trial in range(100):
+        rows, cols = (int(v) for v in torch.randint(1, 12, (2,), generator=g))
+        s = torch.randint(0, 4, (rows, cols), generator=g).double()  # many ties
+        s[torch.rand(rows, cols, generator=g) < 0.4] = float("-inf")
+        k = int(torch.randint(0, cols + 1, (1,), generator=g))
+        want = torch.stack([stable_sort_top_k(r, k) for r in s])
+        assert torch.equal(top_k_rows(s, k), want), (trial, s, k)
+    s = torch.tensor([[float("-inf"), 1.0, float("-inf"), 2.0]])
+    assert top_k_rows(s, 3).tolist() == [[False, True, False, True]]

@@ -13,6 +13,7 @@ from pruneexp.data.core import DATASETS, DataSplits, RawData, load_data, normali
 from pruneexp.data import sources as _sources  # noqa: F401  (registers the datasets)
 from pruneexp.data import language as _language  # noqa: F401  (registers markov and text)
 from pruneexp.data import tokens as _tokens  # noqa: F401  (registers tokens: text in a model's own tokenizer)
+from pruneexp.data import text_classification as _text_classification  # noqa: F401  (labelled text in a model's tokens)
 from pruneexp.data.sources import mnist1d_cache_file
 
 __all__ = [

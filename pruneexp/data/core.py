@@ -30,7 +30,9 @@ class RawData:
     test_y: Optional[Tensor]
     num_classes: int
     input_shape: tuple[int, ...]
-    task: str = "classification"  # language_model: x are token ids (N, T) int64, y the next tokens; never normalized
+    # language_model: x are token ids (N, T) int64, y the next tokens; integer x (token ids, also of a
+    # classification task: text_classification) are never normalized
+    task: str = "classification"
     val_x: Optional[Tensor] = None  # a validation split of the loader's own (text: by position); None: held out at random
     val_y: Optional[Tensor] = None
     floor: Optional[float] = None  # the best loss any model can reach (markov: the exact entropy per token, nats)
@@ -134,7 +136,7 @@ def load_data(cfg: Any, device: str | torch.device) -> DataSplits:
 
     dev = torch.device(device)
     parts = [t.to(dev, non_blocking=False) for t in (train_x, val_x, test_x)]
-    tokens = raw.task == "language_model"  # token ids stay integers, never normalized
+    tokens = raw.task == "language_model" or not raw.train_x.is_floating_point()  # token ids stay integers, never normalized
     parts = [t.long() if tokens else t.float() if t.dtype != torch.float32 else t for t in parts]
     labels = [t.to(dev).long() for t in (train_y, val_y, test_y)]
     if cfg.normalize and not tokens:

@@ -36,7 +36,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -136,20 +136,27 @@ def split_texts(path: str, field: str = "text") -> tuple[dict[str, str], str]:
     return by_position("\n\n".join(d for f in files for d in documents(f, field))), f"{len(files)} files by position 85/5/10 %"
 
 
+def cached_tensor(cache_dir: str, folder: str, key: str, compute: Callable[[], Tensor]) -> Tensor:
+    """`compute()`, kept in <cache_dir>/<folder>/<key>.pt (written atomically) and read back from
+    there the next time; a damaged cache file is recomputed and rewritten."""
+    cache = Path(cache_dir).expanduser() / folder / f"{key}.pt"
+    if cache.is_file():
+        try:
+            return torch.load(cache, weights_only=True)
+        except Exception:  # damaged: recomputed and rewritten below
+            pass
+    value = compute()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_torch(value, cache)
+    return value
+
+
 def token_ids(text: str, tokenizer: Any, cache_dir: str) -> Tensor:
     """The ids of `text` under `tokenizer` (as the references call it: tokenizer(text), special
     tokens as the tokenizer adds them), cached by the sha256 of the text and of the tokenizer."""
     key = hashlib.sha256((tokenizer_identity(tokenizer) + "\0" + text).encode()).hexdigest()[:24]
-    cache = Path(cache_dir).expanduser() / "tokens" / f"{key}.pt"
-    if cache.is_file():
-        try:
-            return torch.load(cache, weights_only=True)
-        except Exception:  # a damaged cache file is recomputed (and rewritten atomically below)
-            pass
-    ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.int64)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    save_torch(ids, cache)
-    return ids
+    return cached_tensor(cache_dir, "tokens", key,
+                         lambda: torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.int64))
 
 
 def calibration_windows(ids: Tensor, nsamples: int, seqlen: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -137,9 +137,11 @@ def top_k_rows(scores: Tensor, k: int) -> Tensor:
     keep = torch.zeros_like(scores, dtype=torch.bool)
     step = max(1, ROW_CHUNK // max(1, scores.shape[1]))
     for r in range(0, scores.shape[0], step):
-        order = torch.sort(scores[r:r + step], dim=1, descending=True, stable=True).indices
-        keep[r:r + step].scatter_(1, order[:, :k], True)
-    return keep & torch.isfinite(scores)
+        values, order = torch.sort(scores[r:r + step], dim=1, descending=True, stable=True)
+        # a row with fewer than k live scores keeps only those: -inf sorts last, so it is among the
+        # first k only then (read from the sorted values, not a second pass over the scores)
+        keep[r:r + step].scatter_(1, order[:, :k], torch.isfinite(values[:, :k]))
+    return keep
 
 
 def erk_densities(shapes: Mapping[str, tuple[int, ...]], density: float) -> dict[str, float]:
@@ -238,8 +240,8 @@ def select(
         _check_kept("all layers", sum(int(kept[n].sum()) for n in names), torch.cat([flat[n] for n in names]), sparsity, len(names))
     elif scope == "row":
         for n in names:
-            rows = flat[n].view(shapes[n][0], -1)
-            want = int(torch.isfinite(rows).sum(1).clamp(max=n_to_keep(rows.shape[1], sparsity)).sum())
+            rows = alive[n].view(shapes[n][0], -1)  # a score is finite exactly where its weight is alive (check_finite)
+            want = int(rows.sum(1).clamp(max=n_to_keep(rows.shape[1], sparsity)).sum())
             if int(kept[n].sum()) != want:
                 raise PruneexpError(f"The selector kept {int(kept[n].sum())} weights of {n} where sparsity {sparsity:g} per "
                                     f"row asks for {want}; refusing to record a sparsity other than the one asked for.")

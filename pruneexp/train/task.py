@@ -56,7 +56,7 @@ class Task:
         correct = torch.zeros((), dtype=torch.int64, device=x.device)
         count = 0
         vocab = getattr(model, "vocab_size", None)  # a language model: at most LOGIT_BUDGET logits at once
-        if vocab and x.dim() == 2:
+        if vocab and x.dim() == 2 and self.name == "language_model":
             batch_size = max(1, min(batch_size, LOGIT_BUDGET // (x.shape[1] * int(vocab))))
         for i in range(0, len(x), batch_size):
             xb = x[i : i + batch_size]

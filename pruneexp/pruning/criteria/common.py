@@ -147,19 +147,35 @@ def layer_inputs(layer: nn.Module, x: Tensor) -> Tensor:
                         f"{type(layer).__name__}; exclude it with prune.exclude.")
 
 
+class _AllLayersSeen(Exception):
+    """Raised by the last scoring hook of a forward: every scored layer has had its input, so the
+    rest of the forward (the last layer's product, later blocks, the LM head) would be thrown away."""
+
+
 def each_layer_input(ctx: ScoreContext, consume: Callable[[str, Tensor], None]) -> None:
     """Run the scoring (calibration) batches through the model (or `ctx.forward`: one block on its
     cached inputs) in scoring mode, without gradients,
     and hand every prunable layer's input rows (`layer_inputs`) to `consume(weight name, rows)` as
-    they pass. The layer-wise statistics of OBS (X^T X) and Wanda (||X_j||) are built on it."""
+    they pass. The layer-wise statistics of OBS (X^T X) and Wanda (||X_j||) are built on it.
+
+    The first batch runs whole and counts the hooked calls one forward makes (a layer called twice
+    counts twice); every later forward stops at that count, right after the last scored layer's
+    input is consumed: nothing computed after it reaches a statistic (the reference codes run it
+    and discard it). In the blocks engine that is the block's last product; on a whole model, also
+    every later block and the LM head."""
     layers = modules_by_weight(ctx.model, list(ctx.params))
     seen = dict.fromkeys(ctx.params, 0)
+    calls = [0]
+    per_forward: int | None = None
 
     def hook(n: str) -> Callable[[nn.Module, tuple[Tensor, ...]], None]:
         def take(module: nn.Module, args: tuple[Tensor, ...]) -> None:
             rows = layer_inputs(module, args[0].detach())
             seen[n] += len(rows)
             consume(n, rows)
+            calls[0] += 1
+            if calls[0] == per_forward:
+                raise _AllLayersSeen
         return take
 
     handles = [layers[n].register_forward_pre_hook(hook(n)) for n in ctx.params]
@@ -167,7 +183,12 @@ def each_layer_input(ctx: ScoreContext, consume: Callable[[str, Tensor], None]) 
     try:
         with scoring_mode(ctx.model), torch.no_grad():
             for x, _ in ctx.batches():
-                run(x)
+                calls[0] = 0
+                try:
+                    run(x)
+                except _AllLayersSeen:
+                    pass
+                per_forward = per_forward or calls[0]
     finally:
         for h in handles:
             h.remove()

