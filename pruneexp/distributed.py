@@ -243,6 +243,9 @@ def launch(nprocs: int, args: list[str], entrypoint: str | None = None) -> None:
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=f"pruneexp-{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5)
     command = [sys.executable, "-m", "pruneexp"] if entrypoint is None else [sys.executable, entrypoint]
+    # each process its share of the cores (torchrun's own CLI gives each 1), unless the caller chose
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = threads or str(max(1, (os.cpu_count() or 1) // nprocs))
     try:
         elastic_launch(config, entrypoint=command[0])(*command[1:], *args)
     except ChildFailedError as err:
@@ -251,6 +254,9 @@ def launch(nprocs: int, args: list[str], entrypoint: str | None = None) -> None:
         raise PruneexpError(f"rank {rank} of {nprocs} {_failure_text(first)}, and the run stopped with it (torchrun ends every "
                             f"rank when one fails{then}). Started again, the run resumes from its last finished level or "
                             "checkpoint.") from None
+    finally:
+        if threads is None:
+            del os.environ["OMP_NUM_THREADS"]
 
 
 def record_error(message: str) -> None:
