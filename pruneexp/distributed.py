@@ -226,10 +226,6 @@ def synced_batchnorm(model: nn.Module) -> Iterator[None]:
             m.__class__ = cls
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 def launch(nprocs: int, args: list[str], entrypoint: str | None = None) -> None:
     """Run `python -m pruneexp <args>` (or `python <entrypoint> <args>`) in `nprocs` processes on
     this machine through torchrun's launcher (torch.distributed.launcher.api: a c10d rendezvous on a

@@ -231,7 +231,9 @@ def train(
     # augmentation is drawn for the whole global batch (as in 1 process), then each rank keeps its shard
     shard = (me.rank, me.world) if aug_gen is None else (0, 1)
     synced_bn = distributed.synced_batchnorm(model)
-    synced_bn.__enter__()  # CUDA: BatchNorm statistics of the global batch while training (a no-op otherwise)
+    # CUDA under DDP: BatchNorm statistics of the global batch while training (a no-op otherwise); entered and
+    # left by hand so the loop keeps its indentation (an exception leaves SyncBatchNorm in place; the run has failed then)
+    synced_bn.__enter__()
     for step in range(start, stop):
         epoch, i = divmod(step, spe)
         if epoch != order_epoch:
