@@ -41,6 +41,9 @@ def fail(message: str) -> None:
     """Print a user-facing error as one paragraph (no traceback) and exit with status 2."""
     from rich.markup import escape
 
+    from pruneexp.distributed import record_error
+
+    record_error(message)  # under torchrun: the launcher's error names it
     Console(stderr=True).print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(ERROR_EXIT)
 
@@ -57,12 +60,16 @@ def run_command(args: list[str]) -> None:
     def app(cfg: DictConfig) -> float | None:
         """One job: run the experiment; return the final level's validation accuracy (the value a
         Hydra sweeper such as Optuna maximises; selection never reads the test split)."""
+        from pruneexp.distributed import Ranks
         from pruneexp.report import write_job_link
         from pruneexp.runner import run, run_directory
         from pruneexp.validate import typed_config
 
         try:
-            write_job_link(run_directory(typed_config(cfg)))  # a multirun folder leads to its runs (pruneexp report)
+            if cfg.hardware.get("devices", 1) > 1 and Ranks.from_env().world == 1:
+                return launch_processes(cfg)  # hardware.devices=N: this job again, in N processes under torchrun
+            if Ranks.from_env().rank == 0:
+                write_job_link(run_directory(typed_config(cfg)))  # a multirun folder leads to its runs (pruneexp report)
             outcome = run(cfg)
         except PruneexpError as err:
             fail(str(err))
@@ -79,6 +86,30 @@ def run_command(args: list[str]) -> None:
         if exit_.code == 1:  # Hydra reports its own errors (unknown group, bad override) with status 1
             raise SystemExit(ERROR_EXIT) from None
         raise
+    from pruneexp.distributed import close
+
+    close()  # several processes: leave the process group once every job of this process is done
+
+
+def launch_processes(cfg) -> float | None:
+    """`hardware.devices=N` outside torchrun: validate once, run this job's overrides as
+    `python -m pruneexp run ...` in N processes through torchrun's launcher (each process sees
+    RANK / WORLD_SIZE and joins the run's process group), then read the run's final validation
+    accuracy from its levels.csv (what the sweeper maximises)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from pruneexp.distributed import launch
+    from pruneexp.report import write_job_link
+    from pruneexp.results import RunStore
+    from pruneexp.runner import run_directory
+    from pruneexp.validate import typed_config, validate
+
+    validate(cfg)  # a bad config fails here, once, before any process starts
+    directory = run_directory(typed_config(cfg))
+    write_job_link(directory)
+    launch(int(cfg.hardware.devices), ["run", *HydraConfig.get().overrides.task])
+    rows = RunStore(directory).read_csv("levels.csv")
+    return float(rows[-1]["val_acc"]) if rows else None
 
 
 def bench_command(args: list[str]) -> None:

@@ -199,6 +199,13 @@ class HardwareConfig:
     # often, so a killed run continues from the last one with the same bits (pruneexp.train.checkpoint).
     # How the job runs, not what it computes: a NON_RESULT_KEY, out of the run hash.
     checkpoint_every: Optional[str] = None
+    # One run over this many processes (torch.distributed DDP, one per GPU, or per CPU group with gloo):
+    # `pruneexp run` starts them itself through torchrun's launcher. train.batch_size stays the global
+    # batch, split over the processes, so the count is how the job runs, not what it computes: a
+    # NON_RESULT_KEY. Under torchrun or SLURM tasks the environment's process count is used instead.
+    devices: int = 1
+    # A collective that waits longer than this (a rank that hangs) fails the run (torch.distributed's timeout).
+    dist_timeout_s: int = 1800
 
 
 @dataclass
@@ -267,7 +274,8 @@ class Config:
 # Keys that do not change what a run computes; the run hash leaves them out.
 NON_RESULT_KEYS = ("results_dir", "quiet", "share_dense", "save_checkpoints", "skip_unsupported", "dataset.root", "dataset.cache_dir",
                    "dataset.download", "dataset.workers", "dataset.pin_memory",
-                   "dataset.persistent_workers", "dataset.prefetch_factor", "schedule.only_levels", "logger", "hardware.checkpoint_every", "schedule.offload")
+                   "dataset.persistent_workers", "dataset.prefetch_factor", "schedule.only_levels", "logger", "hardware.checkpoint_every",
+                   "schedule.offload", "hardware.devices", "hardware.dist_timeout_s")
 # The part of a config that determines dense training: runs agreeing on it share one dense network.
 DENSE_KEYS = ("dataset", "model", "train", "seed", "hardware.device", "hardware.channels_last")
 

@@ -16,6 +16,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from pruneexp import distributed
 from pruneexp.config import DENSE_KEYS, NON_RESULT_KEYS, hash_view
 from pruneexp.data import load_data
 from pruneexp.errors import PruneexpError
@@ -233,8 +234,12 @@ def check_layers(cfg: DictConfig, input_shape: Any, num_classes: int) -> None:
 def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     """Run one experiment end to end; return where it wrote and its level rows. One process at a
     time works in a run directory (others wait); an exception during the schedule marks the run
-    `failed` in summary.json, with the message, and is raised again."""
-    console = console or Console(quiet=cfg.quiet)
+    `failed` in summary.json, with the message, and is raised again.
+
+    When the environment holds several processes of one run (torchrun, SLURM tasks), each joins the
+    process group here; rank 0 runs as above, the others follow its schedule (`_follow`), writing
+    nothing."""
+    console = console or Console(quiet=cfg.quiet or not distributed.leader())
     try:
         validate(cfg)
         cfg = typed_config(cfg)
@@ -245,8 +250,43 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
         return RunOutcome(Path(cfg.results_dir), [], 0)
     check_installed(cfg)  # a selected tracker that is not installed fails before any work
     directory = run_directory(cfg)
+    device = distributed.init(cfg.hardware.device, cfg.hardware.get("dist_timeout_s", distributed.DEFAULT_TIMEOUT_S))
+    if not distributed.leader():
+        return _follow(cfg, directory, device)
     with directory_lock(directory, f"the same run ({cfg.experiment})", console):
-        return _run_locked(cfg, directory, console)
+        return _run_locked(cfg, directory, console, device)
+
+
+def _follow(cfg: DictConfig, directory: Path, device: torch.device) -> RunOutcome:
+    """A rank other than 0: run the same schedule in step with rank 0 (DDP training, its masks,
+    its evaluations), reading what rank 0 reads from the run directory and the caches (every load
+    is rank 0's, broadcast) and writing nothing anywhere."""
+    done = distributed.on_leader(lambda: None)  # rank 0: the run complete already (its outcome), or None
+    if done is not None:
+        return done
+    if cfg.hardware.threads:
+        torch.set_num_threads(cfg.hardware.threads)
+    data = load_data(cfg.dataset, device)
+    check_layers(cfg, data.input_shape, data.num_classes)
+    ctx = shared_context(RunContext(cfg, data, device, quiet=True))
+    for _ in SCHEDULES.get(cfg.schedule.name)(ctx):
+        pass
+    return RunOutcome(directory, [], 0)
+
+
+def shared_context(ctx: RunContext) -> RunContext:
+    """`ctx` with every read of the run directory and of the shared caches made by rank 0 and
+    handed to every rank (pruneexp.distributed.shared); ranks other than 0 never write (their
+    stores are the unbound ones, whose saves do nothing). One process: `ctx` as it is."""
+    if not distributed.active():
+        return ctx
+    share = distributed.shared
+    ctx.load_level = share(ctx.load_level)
+    ctx.dense_cache = DenseCache(load=share(ctx.dense_cache.load), save=ctx.dense_cache.save)
+    for name in ("run_files", "ticket_files", "checkpoints"):
+        store = getattr(ctx, name)
+        setattr(ctx, name, FileStore(load=share(store.load), save=store.save))
+    return ctx
 
 
 def merged(rows: list[dict[str, Any]], previous: list[dict[str, Any]], reached: set[int]) -> list[dict[str, Any]]:
@@ -259,9 +299,19 @@ def merged(rows: list[dict[str, Any]], previous: list[dict[str, Any]], reached: 
 TRUSTED = ("levels/", "rewind.pt", "config.yaml")  # verified on every resume (the rest is rewritten)
 
 
-def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcome:
+def _run_locked(cfg: DictConfig, directory: Path, console: Console, device: torch.device) -> RunOutcome:
     store = RunStore(directory)
     title = f"{cfg.experiment}/{directory.name}: {cfg.schedule.name} {cfg.criterion.name} on {cfg.model.name}/{cfg.dataset.name}"
+    # over several processes the others wait for this answer: complete already (the outcome), or to be computed
+    done = distributed.on_leader(lambda: _complete(cfg, directory, store, title, console))
+    if done is not None:
+        return done
+    return _compute(cfg, directory, store, title, console, device)
+
+
+def _complete(cfg: DictConfig, directory: Path, store: RunStore, title: str, console: Console) -> RunOutcome | None:
+    """The outcome of a run found complete on disk (its files verified), or None when it is to be
+    computed (the files it trusts on a resume verified)."""
     summary = store.read_summary()
     recorded: dict[str, str] = dict((summary or {}).get("files") or {})
     complete = summary is not None and summary.get("status") == "complete"
@@ -281,10 +331,13 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
         console.print(f"[yellow]Recomputing[/yellow] {', '.join(missing)}: the run was complete but these files are missing.")
     else:
         store.verify(recorded, [n for n in recorded if n.startswith(TRUSTED)])
+    return None
 
+
+def _compute(cfg: DictConfig, directory: Path, store: RunStore, title: str, console: Console, device: torch.device) -> RunOutcome:
+    recorded: dict[str, str] = dict((store.read_summary() or {}).get("files") or {})
     if cfg.hardware.threads:
         torch.set_num_threads(cfg.hardware.threads)
-    device = torch.device(cfg.hardware.device)
     started = time.perf_counter()
     data = load_data(cfg.dataset, device)
     check_layers(cfg, data.input_shape, data.num_classes)
@@ -309,12 +362,12 @@ def _run_locked(cfg: DictConfig, directory: Path, console: Console) -> RunOutcom
         loaded[k] = load_run_file(store.level_name(k))
         return loaded[k]
 
-    ctx = RunContext(cfg, data, device, load_level=load_level,
-                     dense_cache=dense_cache(cfg, shared), quiet=cfg.quiet,
-                     run_files=FileStore(load=load_run_file, save=save_run_file),
-                     ticket_files=ticket_files(cfg, shared),
-                     # checkpoints are not checksummed: each overwrites the last, and a kill leaves summary.json behind them
-                     checkpoints=FileStore(load=load_run_file, save=store.save_file))
+    ctx = shared_context(RunContext(cfg, data, device, load_level=load_level,
+                                    dense_cache=dense_cache(cfg, shared), quiet=cfg.quiet,
+                                    run_files=FileStore(load=load_run_file, save=save_run_file),
+                                    ticket_files=ticket_files(cfg, shared),
+                                    # checkpoints are not checksummed: each overwrites the last, and a kill leaves summary.json behind them
+                                    checkpoints=FileStore(load=load_run_file, save=store.save_file)))
     previous_log = store.read_csv("train_log.csv")
     previous_levels, previous_layers = store.read_csv("levels.csv"), store.read_csv("layers.csv")
     if previous_levels and not previous_log and "train_log.csv" in recorded:
@@ -432,6 +485,6 @@ def _summary(cfg: DictConfig, directory: Path, rows: list[dict[str, Any]], statu
     return dict(status=status, run=directory.name, experiment=cfg.experiment, levels=len(rows),
                 input_shape=None if input_shape is None else list(input_shape), num_classes=num_classes,
                 final=rows[-1] if rows else None, wall_s=round(time.perf_counter() - started, 3),
-                device=str(device), torch=torch.__version__, threads=torch.get_num_threads(),
+                device=str(device), processes=distributed.ranks().world, torch=torch.__version__, threads=torch.get_num_threads(),
                 machine=platform.machine(), processor=platform.processor() or platform.machine(),
                 python=platform.python_version())

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf, open_dict
 from pruneexp.conf_store import METHOD_REGISTRIES, method_schema
 from pruneexp.data import DATASETS
 from pruneexp.data.imagefolder import LAYOUT
+from pruneexp.distributed import Ranks, per_rank_batch
 from pruneexp.errors import PruneexpError
 from pruneexp.train.accel import check_compile, check_precision
 from pruneexp.measure.latency import Target
@@ -134,6 +135,26 @@ def check_dataset(d: Any) -> None:
             raise PruneexpError(f"dataset=imagefolder needs dataset.path, the folder of its images. {LAYOUT}")
 
 
+def check_processes(cfg: Any) -> None:
+    """hardware.devices and the process count of the environment (torchrun, SLURM tasks) against
+    the global batch, which every step splits evenly over the processes."""
+    devices = cfg.hardware.get("devices", 1)
+    if devices < 1:
+        raise PruneexpError(f"hardware.devices={devices} must be at least 1 (the number of processes of the run).")
+    if cfg.hardware.get("dist_timeout_s", 1) < 1:
+        raise PruneexpError(f"hardware.dist_timeout_s={cfg.hardware.dist_timeout_s} must be a positive number of seconds.")
+    env = Ranks.from_env().world
+    world = env if env > 1 else devices
+    if world > 1:
+        per_rank_batch(cfg.train.batch_size, world)
+        if str(cfg.hardware.device).startswith("cuda:"):
+            raise PruneexpError(f"hardware.device={cfg.hardware.device} with {world} processes: each process takes the GPU "
+                                "of its local rank; use hardware.device=cuda.")
+        if str(cfg.hardware.device).startswith("cuda") and env <= 1 and devices > torch.cuda.device_count():
+            raise PruneexpError(f"hardware.devices={devices}, but this machine has {torch.cuda.device_count()} GPU(s); "
+                                f"use at most {torch.cuda.device_count()} (or several nodes through torchrun / SLURM).")
+
+
 def validate(cfg: Any) -> None:
     """Raise a PruneexpError naming the first thing wrong with `cfg` (typed by `typed_config`)."""
     DATASETS.get(cfg.dataset.name)
@@ -221,3 +242,4 @@ def validate(cfg: Any) -> None:
     check_precision(t.get("precision", "fp32"), torch.device(device))
     if t.get("compile", False):
         check_compile(torch.device(device).type)
+    check_processes(cfg)

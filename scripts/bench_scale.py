@@ -1,6 +1,6 @@
 """Training at scale, measured side by side in one process on this machine (issue 25).
 
-Sections (run one or several: `python scripts/bench_scale.py a d c`):
+Sections (run one or several: `python scripts/bench_scale.py a b d c`):
 
 - (a) `stream`: images/s of `dataset=imagefolder`'s training stream (pruneexp.train.training_batches:
   per-image seeded augmentation, 2 DataLoader workers) against a bare torchvision loop
@@ -8,6 +8,11 @@ Sections (run one or several: `python scripts/bench_scale.py a d c`):
   v2 transforms: RandomResizedCrop(224) + flip + ImageNet normalisation), batch 32, on a generated
   folder of JPEGs (10 classes x 50 images, sides 256-500 px) written once into $PRUNEEXP_CACHE;
   interleaved epochs after a warm-up epoch each (the workers started). Goal (issue 25): >= 0.95x.
+- (b) `ddp`: samples/s of one training run of ResNet-20 on CIFAR-shaped random data (global batch
+  128, SGD, pruneexp's `train()`) in 2 DDP processes on gloo (each 1 thread, 64 examples a step)
+  against 1 process (1 thread, 128 examples a step); each variant in fresh processes (torch's
+  multiprocessing spawn), a warm-up call untimed, interleaved repeats. Goal (issue 25): >= 1.6x on
+  2 cores. The slower rank's wall time counts (a step waits for both).
 - (c) `compile`: one LTH level of scripts/bench_level.py (LeNet-300-100 on MNIST, Adam, batch 60,
   validation every 100 iterations; one thread) as the runner trains it eagerly and with
   `train.compile=true`, interleaved. The timed figure is level 1's training; the graph is compiled
@@ -20,6 +25,7 @@ Sections (run one or several: `python scripts/bench_scale.py a d c`):
   and the ratio to fp32.
 
     PRUNEEXP_CACHE=/tmp/cache python scripts/bench_scale.py a [--repeats 3]
+    python scripts/bench_scale.py b [--steps 10] [--repeats 3]
     PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py d [--threads 2] [--steps 10] [--repeats 3]
     PRUNEEXP_DATA=/work/shared/data python scripts/bench_scale.py c [--iters 3000] [--repeats 3] [--baseline DIR]
 
@@ -159,6 +165,64 @@ def precision_section(opts: argparse.Namespace) -> None:
                                   "issue 25 asks for the measurement, states no goal", f"{m:.1f} vs {base:.1f} ms/step ({flags})"))
 
 
+# ---- (b) one run over 2 processes (DDP) ------------------------------------------------------------
+def _ddp_rank(rank: int, world: int, port: int, steps: int, out: str) -> None:
+    """One rank of section (b): join a gloo group of `world` (none for 1), train ResNet-20 once
+    untimed (warm-up) and once timed; write the timed seconds to `out`/rank<rank>."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from pruneexp import distributed
+
+    distributed.init("cpu")
+    resnet20_step_ms("fp32", False, 2)
+    cpu = time.process_time()
+    ms = resnet20_step_ms("fp32", False, steps)
+    Path(out, f"rank{rank}").write_text(f"{ms * steps / 1000.0} {time.process_time() - cpu}")
+    distributed.close()
+
+
+def ddp_seconds(world: int, steps: int) -> tuple[float, float]:
+    """Wall and CPU seconds of `steps` global steps of ResNet-20 in `world` fresh processes (the
+    slowest rank's: a step waits for every rank)."""
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(_ddp_rank, args=(world, port, steps, out), nprocs=world)
+        wall, cpu = zip(*(map(float, p.read_text().split()) for p in Path(out).glob("rank*")))
+        return max(wall), max(cpu)
+
+
+def ddp_section(opts: argparse.Namespace) -> None:
+    bs = 128
+    one, two, cpu_one, cpu_two = [], [], [], []
+    before = load()
+    for _ in range(opts.repeats):
+        for rates, cpus, world in ((one, cpu_one, 1), (two, cpu_two, 2)):
+            wall, cpu = ddp_seconds(world, opts.steps)
+            rates.append(bs * opts.steps / wall)
+            cpus.append(bs * opts.steps / cpu)
+    after = load()
+    a, b = statistics.median(one), statistics.median(two)
+    pairs = [t / o for t, o in zip(two, one)]  # the same repeat: the same load
+    cpu_ratio = statistics.median([t / o for t, o in zip(cpu_two, cpu_one)])
+    print(f"(b) ResNet-20 training, CIFAR-shaped random data, global batch 128, SGD, 1 thread per process, {opts.steps} steps "
+          f"x {opts.repeats} interleaved repeats, median; {os.cpu_count()} CPUs; {before} -> {after}")
+    print(f"  1 process              {a:8.1f} samples/s   (runs: {', '.join(f'{v:.1f}' for v in one)})")
+    print(f"  2 DDP processes (gloo) {b:8.1f} samples/s   (runs: {', '.join(f'{v:.1f}' for v in two)})")
+    print(f"  2 / 1 = {b / a:.2f} (medians); median of per-repeat ratios {statistics.median(pairs):.2f}   (goal >= 1.6)")
+    print(f"  per CPU second of the slowest rank: 2 / 1 = {cpu_ratio:.2f} (what the wall-clock ratio would be if each "
+          "process had a core of its own; a busy machine gives them less)")
+    FIGURES.append(Figure("ResNet-20 training samples/s, 2 DDP processes / 1 (1 thread each)", statistics.median(pairs), ">= 1.6",
+                          "issue 25", f"{b:.1f} vs {a:.1f} samples/s; per CPU second of the slowest rank {cpu_ratio:.2f}; "
+                          f"{before} -> {after}"))
+
+
 # ---- (c) compile ----------------------------------------------------------------------------------
 def compile_section(opts: argparse.Namespace) -> None:
     import bench_level
@@ -191,14 +255,14 @@ def compile_section(opts: argparse.Namespace) -> None:
                               f"{c:.3f} vs {b:.3f} ms/it ({opts.baseline})"))
 
 
-SECTIONS = {"a": stream_section, "c": compile_section, "d": precision_section}
+SECTIONS = {"a": stream_section, "b": ddp_section, "c": compile_section, "d": precision_section}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sections", nargs="+", choices=sorted(SECTIONS))
     parser.add_argument("--threads", type=int, default=None, help="(d) torch threads (default: torch's)")
-    parser.add_argument("--steps", type=int, default=10, help="(d) training steps per timed call")
+    parser.add_argument("--steps", type=int, default=10, help="(b, d) training steps per timed call")
     parser.add_argument("--iters", type=int, default=3000, help="(c) iterations of the level")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", default=None, help="(c) another checkout whose eager runner is timed the same way")

@@ -63,6 +63,18 @@ def test_the_stream_gives_the_same_batches_for_the_same_seed_and_epoch_with_any_
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_each_process_streams_its_share_of_every_global_batch(folder):
+    """Under DDP each rank reads only its contiguous share of a global batch, augmented by the same
+    (seed, epoch, index) seeds: the ranks' batches side by side are the one-process batch, bit for bit."""
+    data = stream(folder)
+    cfg = OmegaConf.structured(TrainConfig(batch_size=4))
+    whole = batches(data, 3, 8)
+    shares = [list(training_batches(data, cfg, 0, 3, 8, rank, 2)) for rank in range(2)]
+    assert [x.shape[0] for x, _ in shares[0]] == [2] * 5
+    joined = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(*shares)]
+    assert same(joined, whole)
+
+
 def test_evaluation_reads_the_same_tensors_every_time_and_augment_false_trains_on_them(folder):
     data = stream(folder)
     first, second = (list(data.eval_batches("test", 4)) for _ in range(2))

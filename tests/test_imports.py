@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1] / "pruneexp"
 # matches a module's dotted name gives its floor.
 FLOORS = {
     # leaves, the registry class, local Hugging Face files (models.hf and data.tokens share them) and the model fetch
-    0: ("pruneexp.errors", "pruneexp.io", "pruneexp.registry", "pruneexp.hf_local", "pruneexp.fetch"),
+    0: ("pruneexp.errors", "pruneexp.io", "pruneexp.registry", "pruneexp.hf_local", "pruneexp.fetch",
+        "pruneexp.distributed"),  # torch.distributed: which rank, the process group, its collectives
     1: ("pruneexp.config", "pruneexp.results", "pruneexp.plots"),  # the run schema; records and their pictures
     2: ("pruneexp.models", "pruneexp.data"),
     3: ("pruneexp.pruning", "pruneexp.train", "pruneexp.measure", "pruneexp.regularizers", "pruneexp.loggers"),

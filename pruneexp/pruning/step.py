@@ -6,7 +6,10 @@
     update(model, masks)                                     # only weight-correcting criteria (obs)
     masks.apply_(model)                                      # apply
 
-It prints nothing and keeps no state: everything it reads comes in as arguments.
+It prints nothing and keeps no state: everything it reads comes in as arguments. In a run over
+several processes (pruneexp.distributed) rank 0 alone takes the step, on the full scoring batches
+(the data is resident in every rank), and broadcasts the masks and the scored weights: the masks
+are those of 1 process, for every criterion, without a per-criterion reduction.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from torch import Tensor, nn
 
+from pruneexp import distributed
 from pruneexp.pruning import biases as joint
 from pruneexp.pruning.channels import with_channel_footprint
 from pruneexp.pruning.criteria import ScoreContext, score
@@ -35,7 +39,38 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
     weight update if it has one, then the masks; return the new masks. Layers in `frozen` keep
     their masks and are not scored. With `prune.biases` each layer's bias is scored beside its
     weights and selected with them as one vector (`pruneexp.pruning.biases`). `forward` runs one
-    scoring batch instead of `model(x)` (block-by-block post-training: one block on its cached inputs)."""
+    scoring batch instead of `model(x)` (block-by-block post-training: one block on its cached inputs).
+
+    Over several processes, rank 0 takes the step and the others receive its masks and the scored
+    weights (the criterion's update, e.g. OBS, and the masks applied to them). Why not each rank
+    scoring its shard and all-reducing statistics: scores are not sums over examples (Taylor squares
+    each batch's sum, SNIP takes |mean gradient x w|, activation criteria rank per-sample
+    statistics, SparseGPT solves sequentially), so shard-wise scores would not give the 1-process
+    masks, and the scoring set (criterion.batches x batch_size) is small next to training."""
+    if not distributed.active():
+        return _prune_step(model, params, masks, sparsity, criterion=criterion, prune=prune, batches=batches, loss_fn=loss_fn,
+                           seed=seed, frozen=frozen, layer_sparsity=layer_sparsity, forward=forward)
+    taken: list[MaskSet] = []
+
+    def lead() -> dict:
+        taken.append(_prune_step(model, params, masks, sparsity, criterion=criterion, prune=prune, batches=batches,
+                                 loss_fn=loss_fn, seed=seed, frozen=frozen, layer_sparsity=layer_sparsity, forward=forward))
+        return taken[0].state_dict()
+
+    state = distributed.on_leader(lead)
+    distributed.broadcast_([w for n, w in params.items() if n not in frozen])
+    if taken:  # rank 0
+        return taken[0]
+    new = MaskSet.from_state_dict(state).to(next(iter(masks.masks.values())).device)
+    new.apply_(model, skip=frozen)  # biases and BatchNorm of a channel footprint
+    return new
+
+
+def _prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: MaskSet, sparsity: float, *,
+                criterion: Any, prune: Any, batches: Batches, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                seed: int, frozen: tuple[str, ...], layer_sparsity: Mapping[str, float] | None,
+                forward: Callable[[Any], Any] | None) -> MaskSet:
+    """The prune step in one process (see `prune_step`)."""
     gran = Granularity.from_cfg(prune)
     scored_params = {n: w for n, w in params.items() if n not in frozen}
     if layer_sparsity is None and prune.get("layer_sparsity"):  # explicit final per-layer targets (oneshot)

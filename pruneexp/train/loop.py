@@ -19,6 +19,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
+from pruneexp import distributed
 from pruneexp.data import DataSplits, StreamSplits
 from pruneexp.errors import TrainingDiverged
 from pruneexp.pruning.masks import MaskSet
@@ -111,30 +112,46 @@ def batch_order(cfg: Any, seed: int, epoch: int, n: int, device: torch.device) -
     return epoch_order(seed, epoch, n, device)
 
 
-def training_batches(data: DataSplits | StreamSplits, cfg: Any, seed: int, start: int, stop: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """The (x, y) of training steps start, ..., stop - 1. Step s reads batch i = s mod spe of epoch
-    e = s // spe of `batch_order(cfg, seed, e)`; resident data are augmented on the device by a
-    generator seeded by (seed, s), streamed data (StreamSplits) per image by (seed, e, index) in
-    the DataLoader's workers. A function of (seed, step) only: a resumed or rewound segment reads
-    the batches an uninterrupted run read. (A process's share of a global batch slots in here.)"""
+def batch_indices(order: Tensor, i: int, batch_size: int, rank: int = 0, world: int = 1) -> Tensor:
+    """The examples of global batch `i` of an epoch read in `order` that process `rank` of `world`
+    trains on: its contiguous 1/world share of the global batch (the config's batch size), so the
+    ranks together take exactly the 1-process batch and DDP's gradient average is its gradient."""
+    per = batch_size // world
+    start = i * batch_size + rank * per
+    return order[start : start + per]
+
+
+def training_batches(data: DataSplits | StreamSplits, cfg: Any, seed: int, start: int, stop: int,
+                     rank: int = 0, world: int = 1) -> Iterator[tuple[Tensor, Tensor]]:
+    """The (x, y) that process `rank` of `world` trains on at steps start, ..., stop - 1: its share
+    of global batch i = s mod spe of epoch e = s // spe of `batch_order(cfg, seed, e)` (`batch_indices`;
+    the whole batch in one process). Resident data are augmented on the device by a generator seeded
+    by (seed, s), drawn for the whole global batch and then split, as one process draws it; streamed
+    data (StreamSplits) per image by (seed, e, index) in the DataLoader's workers, so a rank reads
+    only its share. A function of (seed, step) only: a resumed or rewound segment, or another
+    process count, reads the batches an uninterrupted one-process run read."""
     bs, n, device = cfg.batch_size, len(data.train_y), data.device
     spe = steps_per_epoch(data, bs)
     streamed = isinstance(data, StreamSplits)
     aug_gen = torch.Generator(device=device) if not streamed and data.augment is not None else None
+    shard = (rank, world) if aug_gen is None else (0, 1)  # augmented: the global batch, split after
     step = start
     while step < stop:
         epoch, first = divmod(step, spe)
         last = min(spe, first + stop - step)  # batches [first, last) of this epoch
         order = batch_order(cfg, seed, epoch, n, torch.device("cpu") if streamed else device)
         if streamed:
-            yield from data.train_batches(order[first * bs : last * bs], bs, seed, epoch)
+            mine = torch.cat([batch_indices(order, i, bs, rank, world) for i in range(first, last)])
+            yield from data.train_batches(mine, bs // world, seed, epoch)
         else:
             for i in range(first, last):
-                idx = order[i * bs : (i + 1) * bs]
+                idx = batch_indices(order, i, bs, *shard)
                 # index_select, not x[idx]: the same rows, 4x faster for a row gather on CPU (58 vs 13 us for 60 MNIST rows)
                 x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
                 if aug_gen is not None:
                     x = data.augment(x, aug_gen.manual_seed(seed * 1_000_003 + epoch * spe + i))
+                    if world > 1:
+                        x, y = (t.chunk(world)[rank] for t in (x, y))
                 yield x, y
         step += last - first
 
@@ -193,9 +210,13 @@ def train(
         accel.check_compile(device.type)
     if channels_last:
         model.to(memory_format=torch.channels_last)  # in place: the same Parameter objects, NHWC strides
-    forward = accel.compiled(model) if compile_step else model  # shares model's parameters (and so its masks)
+    me = distributed.ranks()  # one run over several processes: this rank trains its shard of every global batch
+    # DDP (gradients averaged over the ranks) around the model, compiled on top; both share model's parameters (and so its masks)
+    forward = distributed.data_parallel(model)
+    forward = accel.compiled(forward) if compile_step else forward
     scaler = accel.grad_scaler(precision, device)
     bs = cfg.batch_size
+    distributed.per_rank_batch(bs, me.world)  # the global batch must split evenly
     spe = steps_per_epoch(data, bs)
     total = to_steps(cfg.duration, spe)
     stop = total if stop is None else stop
@@ -252,7 +273,11 @@ def train(
 
     smoothing = float(getattr(cfg, "label_smoothing", 0.0))
     model.train()
-    for step, (x, y) in zip(range(start, stop), training_batches(data, cfg, seed, start, stop)):
+    synced_bn = distributed.synced_batchnorm(model)
+    # CUDA under DDP: BatchNorm statistics of the global batch while training (a no-op otherwise); entered and
+    # left by hand so the loop keeps its indentation (an exception leaves SyncBatchNorm in place; the run has failed then)
+    synced_bn.__enter__()
+    for step, (x, y) in zip(range(start, stop), training_batches(data, cfg, seed, start, stop, me.rank, me.world)):
         if channels_last:
             x = accel.channels_last(x)
         f = factor(step)
@@ -292,17 +317,19 @@ def train(
         if done in snapshot_at:
             result.snapshots[done] = TrainState.capture(done, model, optimizer, scaler)
         if done % eval_every == 0 or done == stop:
+            distributed.mean_(running)  # the mean over the ranks' shards: the loss of the global batches
             taken = seen if scaler is None else int(finite_steps.item())
             train_loss = running.item() / taken if taken else math.nan  # fp16: every step of the window overflowed
             if not math.isfinite(train_loss) or not _finite(params):
                 what = "a weight" if math.isfinite(train_loss) else (
                     "the training loss" if scaler is None or taken else f"the training loss of every one of the last {seen} fp16 steps")
                 raise TrainingDiverged(phase, done, what)
-            val = evaluate_split(task, model, data, "val", cfg.eval_batch_size, precision, channels_last)
+            # evaluation on rank 0 over the whole split, its numbers handed to every rank (the 1-process records)
+            val = distributed.on_leader(lambda: evaluate_split(task, model, data, "val", cfg.eval_batch_size, precision, channels_last))
             new_best = val["loss"] < best_val_loss
             test: dict[str, float] = {}
             if done == stop or (new_best and not defer_test):
-                test = evaluate_split(task, model, data, "test", cfg.eval_batch_size, precision, channels_last)
+                test = distributed.on_leader(lambda: evaluate_split(task, model, data, "test", cfg.eval_batch_size, precision, channels_last))
             if new_best:
                 best_val_loss, result.best_step, best_row = val["loss"], done, len(result.log)
                 if test:
@@ -331,10 +358,11 @@ def train(
                 last_checkpoint = done
             if progress is not None:
                 progress.update(progress.task_ids[0], completed=done - start, description=f"{phase} val_acc={val['acc']:.4f}")
+    synced_bn.__exit__(None, None, None)
     if best_weights is not None and best_row is not None and math.isnan(result.test_acc_at_best):  # the deferred test
         final_weights = _keep(model, None)
         model.load_state_dict(best_weights)
-        test = evaluate_split(task, model, data, "test", cfg.eval_batch_size, precision, channels_last)
+        test = distributed.on_leader(lambda: evaluate_split(task, model, data, "test", cfg.eval_batch_size, precision, channels_last))
         model.load_state_dict(final_weights)
         result.log[best_row].update({f"test_{k}": v for k, v in test.items()})
         result.test_acc_at_best = test["acc"]

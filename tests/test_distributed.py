@@ -1,0 +1,165 @@
+"""One run over several processes (pruneexp.distributed, issue 25 item 3), on CPU with gloo.
+
+Two processes on the same global batch as one process: the same masks, the same files, the same
+records up to float rounding (DDP averages the two half-batch gradients; one process averages
+the whole batch at once: the losses agree to ~1e-7, so the tolerance below is rtol 1e-5 on losses
+and at most one example on accuracies, whose predictions sit within rounding of a tie). A rank
+SIGKILLed mid-training fails the run with an error naming it, and a rerun resumes from the
+checkpoint and levels on disk to the files of an uninterrupted run."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from faults import compare_runs
+from pruneexp import distributed
+from pruneexp.cli import CONF_DIR
+from pruneexp.conf_store import register_configs
+from pruneexp.errors import PruneexpError
+from pruneexp.runner import run, run_directory
+from pruneexp.train.loop import batch_indices
+from pruneexp.validate import typed_config, validate
+
+WORKER = str(Path(__file__).resolve().parent / "ddp_worker.py")
+# LeNet-300-100 on digits (1137 training examples, 17 global batches of 64 per epoch), a
+# data-dependent criterion (Taylor: gradients of the scoring batches), checkpoints every epoch
+RUN = ["dataset=digits", "model=lenet_300_100", "criterion=taylor", "train.duration=2ep", "schedule.finetune.duration=2ep",
+       "train.batch_size=64", "hardware.threads=1", "hardware.levels=none", "hardware.checkpoint_every=1ep",
+       "share_dense=false", "quiet=true"]
+
+
+def compose_run(results: Path, *extra: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"results_dir={results}", *RUN, *extra])
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The run in 1 process (here) and in 2 processes (`pruneexp run hardware.devices=2`)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    one = run(compose_run(tmp / "one")).directory
+    env = {**os.environ, "PRUNEEXP_CACHE": str(tmp / "cache")}
+    done = subprocess.run([sys.executable, "-m", "pruneexp", "run", f"results_dir={tmp / 'two'}", *RUN, "hardware.devices=2"],
+                          cwd=tmp, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp, one, run_directory(typed_config(compose_run(tmp / "two")))
+
+
+def test_two_processes_select_the_masks_of_one_and_agree_on_the_records(runs):
+    _, one, two = runs
+    assert one.name == two.name  # hardware.devices is not in the run hash
+    for level in (1, 2):
+        a, b = (torch.load(d / "levels" / f"level_{level:03d}.pt", weights_only=True) for d in (one, two))
+        assert a["masks"]["masks"].keys() == b["masks"]["masks"].keys()
+        for name, mask in a["masks"]["masks"].items():
+            assert torch.equal(mask, b["masks"]["masks"][name]), name
+    x, y = pd.read_csv(one / "levels.csv"), pd.read_csv(two / "levels.csv")
+    assert list(x.columns) == list(y.columns) and len(x) == len(y) == 3
+    counts = ["sparsity", "nonzero_prunable", "nonzero_params", "train_steps", "best_step"]
+    pd.testing.assert_frame_equal(x[counts], y[counts])
+    for split, n in (("val", 300), ("test", 360)):
+        assert (x[f"{split}_loss"] - y[f"{split}_loss"]).abs().max() <= 1e-5 * x[f"{split}_loss"].abs().max()
+        assert (x[f"{split}_acc"] - y[f"{split}_acc"]).abs().max() <= 1 / n + 1e-12
+    logs = [pd.read_csv(d / "train_log.csv") for d in (one, two)]
+    assert logs[0]["step"].tolist() == logs[1]["step"].tolist()
+    assert all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(logs[0]["train_loss"], logs[1]["train_loss"]))
+
+
+def test_only_rank_0_writes(runs):
+    tmp, one, two = runs
+    assert files(tmp / "one") == files(tmp / "two")  # the run directory and nothing beside it
+    assert "checkpoints" not in " ".join(files(two))  # removed once the run completed
+    summary = pd.read_json(two / "summary.json", typ="series")
+    assert summary["status"] == "complete" and summary["processes"] == 2
+
+
+def test_a_killed_rank_fails_the_run_clearly_and_a_rerun_resumes_to_the_uninterrupted_files(runs, monkeypatch):
+    tmp, _, reference = runs
+    results = tmp / "killed"
+    directory = run_directory(typed_config(compose_run(results)))
+    args = ["run", f"results_dir={results}", *RUN]
+    monkeypatch.setenv("PRUNEEXP_TEST_KILL", f"1 finetune {directory}")
+    with pytest.raises(PruneexpError, match=r"rank 1 of 2 died \(SIGKILL\), and the run stopped.*resumes"):
+        distributed.launch(2, args, entrypoint=WORKER)
+    left = files(directory)
+    assert "levels/level_001.pt" in left and any(f.startswith("checkpoints/finetune") for f in left)
+    assert "levels/level_002.pt" not in left
+    monkeypatch.delenv("PRUNEEXP_TEST_KILL")
+    distributed.launch(2, args, entrypoint=WORKER)
+    assert (directory / "levels.csv").read_bytes() == (reference / "levels.csv").read_bytes()
+    assert compare_runs(directory, reference) == []
+
+
+def test_each_rank_takes_its_share_of_every_global_batch():
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    for i in range(5):
+        shards = [batch_indices(order, i, 8, rank, 4) for rank in range(4)]
+        assert all(len(s) == 2 for s in shards)
+        assert torch.equal(torch.cat(shards), batch_indices(order, i, 8) )
+        assert torch.equal(batch_indices(order, i, 8), order[i * 8 : (i + 1) * 8])
+
+
+def test_the_process_count_comes_from_torchrun_or_slurm(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"):
+        monkeypatch.delenv(key, raising=False)
+    assert distributed.Ranks.from_env() == distributed.Ranks(0, 1, 0)
+    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert distributed.Ranks.from_env() == distributed.Ranks(5, 8, 1)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert distributed.Ranks.from_env() == distributed.Ranks(3, 4, 3)  # torchrun's variables first
+
+
+def test_a_global_batch_that_does_not_split_is_refused_before_training(tmp_path):
+    with pytest.raises(PruneexpError, match=r"train.batch_size=64 is the global batch.*multiple of 3 \(e.g. 63 or 66\)"):
+        validate(compose_run(tmp_path, "hardware.devices=3"))
+    with pytest.raises(PruneexpError, match="hardware.devices=0 must be at least 1"):
+        validate(compose_run(tmp_path, "hardware.devices=0"))
+
+
+def test_the_process_count_and_timeout_stay_out_of_the_run_hash(tmp_path):
+    base = run_directory(typed_config(compose_run(tmp_path)))
+    assert run_directory(typed_config(compose_run(tmp_path, "hardware.devices=2", "hardware.dist_timeout_s=60"))) == base
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="nccl and SyncBatchNorm need CUDA")
+def test_batchnorm_is_synchronised_on_cuda_and_plain_again_after(monkeypatch):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).cuda()
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    with distributed.synced_batchnorm(model):
+        assert type(model[1]) is torch.nn.SyncBatchNorm
+    assert type(model[1]) is torch.nn.BatchNorm2d
+
+
+def test_an_augmented_resident_batch_is_drawn_whole_and_then_split(make_cfg):
+    """Device-side augmentation is seeded per global batch, so it is drawn for the whole batch (as one
+    process draws it) and each rank keeps its share: the ranks' batches side by side are the one-process batch."""
+    from pruneexp.data import load_data
+    from pruneexp.train.loop import training_batches
+
+    cfg = make_cfg("dataset=synthetic", "dataset.shape=[3,32,32]", "dataset.train_size=24", "dataset.val_size=4",
+                   "dataset.test_size=4", "dataset.augment=true", "train.batch_size=8")
+    data = load_data(cfg.dataset, "cpu")
+    assert data.augment is not None
+    whole = list(training_batches(data, cfg.train, 0, 1, 5))
+    shares = [list(training_batches(data, cfg.train, 0, 1, 5, rank, 2)) for rank in range(2)]
+    assert [x.shape[0] for x, _ in shares[1]] == [4] * 4
+    for (x, y), a, b in zip(whole, *shares):
+        assert torch.equal(x, torch.cat([a[0], b[0]])) and torch.equal(y, torch.cat([a[1], b[1]]))
