@@ -40,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchgoals import Figure, write_json  # noqa: E402
 
 from pruneexp.cli import CONF_DIR  # noqa: E402
-from pruneexp.conf_store import register_configs  # noqa: E402
+try:
+    from pruneexp.conf_store import register_configs  # noqa: E402
+except ImportError:  # a --baseline checkout from before pruneexp/conf_store.py (it lived in config.py)
+    from pruneexp.config import register_configs  # noqa: E402
 from pruneexp.data import load_data  # noqa: E402
 from pruneexp.runner import run  # noqa: E402
 from pruneexp.train.optim import make_optimizer  # noqa: E402
