@@ -163,3 +163,29 @@ def test_an_augmented_resident_batch_is_drawn_whole_and_then_split(make_cfg):
     assert [x.shape[0] for x, _ in shares[1]] == [4] * 4
     for (x, y), a, b in zip(whole, *shares):
         assert torch.equal(x, torch.cat([a[0], b[0]])) and torch.equal(y, torch.cat([a[1], b[1]]))
+
+
+def test_a_streamed_run_in_two_processes_writes_the_files_of_one(tmp_path):
+    """dataset=imagefolder under DDP: each rank streams its share of every global batch from disk
+    (the same per-image seeds), rank 0 scores from the stream; conv2 has no BatchNorm, so the run in
+    2 processes writes the levels.csv of 1 process byte for byte (Taylor masks, accuracies, losses)."""
+    from pruneexp.data.imagefolder import write_image_folder
+
+    folder = write_image_folder(tmp_path / "images", classes=3, per_class=8, val_per_class=2, size=(36, 44))
+    over = ["dataset=imagefolder", f"dataset.path={folder}", "dataset.image_size=32", "dataset.val_size=4", "dataset.workers=0",
+            "model=conv2", "schedule=oneshot", "criterion=taylor", "sparsity=0.5", "train.duration=2ep",
+            "schedule.finetune.duration=1ep", "train.batch_size=4", "hardware.levels=none", "hardware.threads=1",
+            "quiet=true", "share_dense=false"]
+    env = {**os.environ, "PRUNEEXP_CACHE": str(tmp_path / "cache")}
+    dirs = []
+    for devices in (1, 2):
+        results = tmp_path / f"r{devices}"
+        done = subprocess.run([sys.executable, "-m", "pruneexp", "run", f"results_dir={results}", *over, f"hardware.devices={devices}"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (run_dir,) = [p.parent for p in results.rglob("levels.csv")]
+        dirs.append(run_dir)
+    assert dirs[0].name == dirs[1].name
+    assert (dirs[0] / "levels.csv").read_bytes() == (dirs[1] / "levels.csv").read_bytes()
+    a, b = (torch.load(d / "levels" / "level_001.pt", weights_only=True)["masks"]["masks"] for d in dirs)
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
