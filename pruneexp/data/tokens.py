@@ -80,15 +80,24 @@ def documents(path: Path, field: str) -> Iterator[str]:
         yield from (str(t) for t in frame[field])
         return
     with _open_text(path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise PruneexpError(f"{path}, line {number}: not a JSON record ({err.msg}).") from None
-                if field not in record:
-                    raise PruneexpError(f"{path}, line {number}: no field {field!r} (dataset.text_field).")
-                yield str(record[field])
+        for number, record in json_records(f, path):
+            if field not in record:
+                raise PruneexpError(f"{path}, line {number}: no field {field!r} (dataset.text_field).")
+            yield str(record[field])
+
+
+def json_records(lines: Iterator[str], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of each non-blank line of a JSON-lines file; a line that is not a JSON
+    object is refused, naming the file and the line."""
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise PruneexpError(f"{path}, line {number}: not a JSON record ({err.msg}).") from None
+            if not isinstance(record, dict):
+                raise PruneexpError(f"{path}, line {number}: a JSON record must be an object with named fields.")
+            yield number, record
 
 
 def by_position(text: str) -> dict[str, str]:
