@@ -77,7 +77,7 @@ class ModelConfig:
     # dict holding one under "model" (a pruneexp level file, levels/level_NNN.pt, or a dense.pt), e.g.
     # a network trained on another dataset (transfer). Its identity in the run hash is the file's
     # sha256, not its path; "" (the default) draws the weights from `init` and leaves hashes as they were.
-    init_from: str = ""
+    weights: str = ""
 
 
 @dataclass
@@ -299,7 +299,7 @@ LEGACY_HASH_DEFAULTS: dict[str, dict[str, Any]] = {
 # Keys added since runs were first hashed, with the value under which they compute exactly what
 # runs did before they existed: at that value a key is left out of the hash (so finished runs keep
 # their names); any other value enters it.
-HASH_NEUTRAL: dict[str, Any] = {"model.init_from": "", "schedule.score_lr": None, "schedule.score_weight_decay": None,
+HASH_NEUTRAL: dict[str, Any] = {"model.weights": "", "schedule.score_lr": None, "schedule.score_weight_decay": None,
                                 "train.optimizer_impl": "foreach", "train.batch_order": "shuffle", "prune.biases": False,
                                 "prune.layer_sparsity": {}, "schedule.rounds": "geometric", "schedule.mask_step": None,
                                 "dataset.block_size": 64, "dataset.path": "", "dataset.vocab_size": 16, "dataset.order": 2,
@@ -352,8 +352,8 @@ def hash_view(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved config as the run hash reads it: each method node completed with
     LEGACY_HASH_DEFAULTS, and HASH_NEUTRAL keys at their neutral value left out (see both)."""
     out = implied(resolved, "dropped")
-    if isinstance(out.get("model"), dict) and out["model"].get("init_from"):  # the weights' identity, not their path
-        out["model"] = {**out["model"], "init_from": "sha256:" + file_sha256(out["model"]["init_from"])}
+    if isinstance(out.get("model"), dict) and out["model"].get("weights"):  # the weights' identity, not their path
+        out["model"] = {**out["model"], "weights": "sha256:" + file_sha256(out["model"]["weights"])}
     model, data = out.get("model"), out.get("dataset")
     if isinstance(model, dict) and model.get("name") == "hf" and model.get("path"):  # a local model: its files, not its path
         source = (model["path"], model.get("gguf_file", ""))
@@ -395,5 +395,5 @@ def file_sha256(path: str) -> str:
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     except OSError as err:
-        raise PruneexpError(f"model.init_from={path}: cannot read the weights file ({err.strerror or err}); give the path of a "
+        raise PruneexpError(f"model.weights={path}: cannot read the weights file ({err.strerror or err}); give the path of a "
                             f"state_dict or a pruneexp level file (results/<experiment>/<run>/levels/level_NNN.pt).") from None

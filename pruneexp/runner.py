@@ -211,7 +211,7 @@ def run_flops(level: Level, input_shape: Any, layer_types: Any = ("linear", "con
 def check_layers(cfg: DictConfig, input_shape: Any, num_classes: int) -> None:
     """Check the layer patterns of `prune.exclude` and `prune.layer_rates` against the model's real
     layers (and the per-layer targets they give) before anything is trained: a pattern that
-    matches nothing is refused with the list of layer names; weights named by `model.init_from` must
+    matches nothing is refused with the list of layer names; weights named by `model.weights` must
     fit the model."""
     from pruneexp.models import load_weights, model_from_config
     from pruneexp.pruning.masks import prunable_weights
@@ -220,8 +220,8 @@ def check_layers(cfg: DictConfig, input_shape: Any, num_classes: int) -> None:
     p = cfg.prune
     with torch.random.fork_rng(devices=[]):
         model = model_from_config(cfg.model, tuple(input_shape), num_classes)
-    if cfg.model.get("init_from"):  # the trained weights must fit this model before anything is trained
-        load_weights(model, cfg.model.init_from)
+    if cfg.model.get("weights"):  # the trained weights must fit this model before anything is trained
+        load_weights(model, cfg.model.weights)
     names = list(prunable_weights(model, p.layer_types, p.exclude))
     if p.layer_rates:
         layer_targets(names, 0.0, dict(p.layer_rates))

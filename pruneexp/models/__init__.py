@@ -83,19 +83,19 @@ def model_from_config(cfg: Any, input_shape: tuple[int, ...], num_classes: int) 
     constructor argument."""
     node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     name, source, init = node.pop("name"), node.pop("source", "pruneexp"), node.pop("init", "default")
-    node.pop("init_from", None)  # trained weights loaded over the drawn ones: `load_weights`, by the caller
+    node.pop("weights", None)  # trained weights loaded over the drawn ones: `load_weights`, by the caller
     return create_model(name, input_shape, num_classes, source=source, init=init, **node)
 
 
 def load_weights(model: nn.Module, path: str) -> nn.Module:
-    """Load the weights file `path` into `model` (`model.init_from`): a state_dict, or a dict holding
+    """Load the weights file `path` into `model` (`model.weights`): a state_dict, or a dict holding
     one under "model" (a pruneexp level file or dense.pt), read with torch.load(weights_only=True).
     A state_dict of the network pruneexp wraps loads too (its keys without the wrapper's prefix:
     transformers' own for model=hf, torchvision's for a 1-channel torchvision model). Every tensor of the model must be in it with the model's shape: a missing file, a file that is not
     weights, missing or extra keys and shape mismatches are PruneexpErrors naming them."""
     import torch
 
-    what = f"model.init_from={path}"
+    what = f"model.weights={path}"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:

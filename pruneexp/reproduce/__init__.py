@@ -72,7 +72,7 @@ class Reproduction:
     # 200 epochs); checked instead of `check` and `check_runs` by `--fast`
     fast_check: Callable[[pd.DataFrame], list[Check]] | None = None
     # a run every setup starts from (e.g. a network trained on another dataset): (fast, extra
-    # overrides, compute) -> (overrides added to every setup, e.g. model.init_from=<its weights>, the
+    # overrides, compute) -> (overrides added to every setup, e.g. model.weights=<its weights>, the
     # coverage line of that run); `compute` False (--report-only) only finds it on disk
     prepare: Callable[[bool, list[str], bool], tuple[list[str], str]] | None = None
     # how the report names panels (network, dataset) and curves (method) from a table row; None: the

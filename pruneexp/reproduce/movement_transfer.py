@@ -77,7 +77,7 @@ def source_overrides(steps: int) -> list[str]:
 
 
 def prepare(fast: bool, extra: list[str], compute: bool) -> tuple[list[str], str]:
-    """Train (or find) the MNIST network, seed 0; every setup loads its weights (model.init_from)."""
+    """Train (or find) the MNIST network, seed 0; every setup loads its weights (model.weights)."""
     from rich.console import Console
 
     from pruneexp.reproduce import compose, coverage_line
@@ -90,7 +90,7 @@ def prepare(fast: bool, extra: list[str], compute: bool) -> tuple[list[str], str
     weights = directory / "levels" / "level_000.pt"
     rows = RunStore(directory).read_csv("levels.csv")
     acc = f"; MNIST test acc {pct(float(rows[0]['test_acc']))}" if rows else ""
-    return [f"model.init_from={weights}"], coverage_line("source (LeNet-300-100 on MNIST), seed 0", directory, 1) + acc
+    return [f"model.weights={weights}"], coverage_line("source (LeNet-300-100 on MNIST), seed 0", directory, 1) + acc
 
 
 def finals(table: pd.DataFrame) -> pd.DataFrame:

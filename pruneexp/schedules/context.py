@@ -81,10 +81,10 @@ class RunContext:
     # ---- building ----------------------------------------------------------------------------
     def build_model(self, seed: int | None = None) -> nn.Module:
         """The model of the config, its weights drawn after seeding with `seed` (default: run seed),
-        then replaced by the trained weights of `model.init_from` where it names a file."""
+        then replaced by the trained weights of `model.weights` where it names a file."""
         torch.manual_seed(self.cfg.seed if seed is None else seed)
         model = model_from_config(self.cfg.model, self.data.input_shape, self.data.num_classes).to(self.device)
-        return load_weights(model, self.cfg.model.init_from) if self.cfg.model.get("init_from") else model
+        return load_weights(model, self.cfg.model.weights) if self.cfg.model.get("weights") else model
 
     def prunable(self, model: nn.Module) -> dict[str, nn.Parameter]:
         return prunable_weights(model, self.cfg.prune.layer_types, self.cfg.prune.exclude)
