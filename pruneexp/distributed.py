@@ -96,11 +96,13 @@ def init(device: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> torch.device:
         os.environ.setdefault("WORLD_SIZE", str(me.world))
         os.environ.setdefault("LOCAL_RANK", str(me.local))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    here = torch.device(device)
     if cuda:
         here = torch.device("cuda", me.local % torch.cuda.device_count())  # one GPU per task (--gpus-per-task): cuda:0
         torch.cuda.set_device(here)
-        return here
-    return torch.device(device)
+    if _RUN_GROUP is None:
+        _make_run_group()
+    return here
 
 
 def _export_slurm_master() -> None:
@@ -113,10 +115,32 @@ def _export_slurm_master() -> None:
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
+_RUN_GROUP: Any = None  # the group of pruneexp's own collectives (on_leader, broadcast_, mean_)
+
+
+def _make_run_group() -> None:
+    """A group of all the ranks for pruneexp's own collectives, beside the default group that DDP
+    (and SyncBatchNorm) train in. Why two: torch keeps the default group alive for good once a
+    DistributedDataParallel exists (even after the wrapper is gone and the group destroyed), and
+    with it its gloo worker threads. A worker thread that lets go of a finished collective's tensors
+    takes the GIL to release their Python objects; one that does so while the interpreter shuts
+    down is ended by Python inside a C++ destructor (std::terminate, SIGABRT: torchrun reported a
+    rank dead after a complete run, ~1 in 20 two-process runs on 2 busy cores). The run's last
+    collectives are pruneexp's (evaluations handed on, the deferred test); on a group nothing else
+    holds, `close` destroys them and joins their threads while Python still runs. The default
+    group's last collective is a training step's, long finished by then."""
+    global _RUN_GROUP
+    _RUN_GROUP = dist.new_group(ranks=list(range(dist.get_world_size())))
+
+
 def close() -> None:
-    """Leave the process group (end of the run)."""
+    """Leave and destroy the process groups (end of this process's runs); the run group's threads
+    end here (`_make_run_group`)."""
+    global _RUN_GROUP
     if dist.is_available() and dist.is_initialized():
+        forget_wrappers()
         dist.destroy_process_group()
+        _RUN_GROUP = None  # its last reference: the group's destructor joins its worker threads now
 
 
 def shared(fn: Callable[..., T]) -> Callable[..., T]:
@@ -139,7 +163,7 @@ def on_leader(fn: Callable[[], T]) -> T:
             box[0] = ("ok", fn())
         except Exception as err:  # handed on, then raised here too
             box[0] = ("error", err)
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=_RUN_GROUP)
     kind, value = box[0]
     if kind == "error":
         if dist.get_rank() == 0:
@@ -158,13 +182,13 @@ def broadcast_(tensors: list[Tensor]) -> None:
     if active():
         with torch.no_grad():
             for t in tensors:
-                dist.broadcast(t.data, src=0)
+                dist.broadcast(t.data, src=0, group=_RUN_GROUP)
 
 
 def mean_(t: Tensor) -> Tensor:
     """`t` replaced in place by its mean over the ranks (SUM / world: gloo has no AVG)."""
     if active():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=_RUN_GROUP)
         t.div_(dist.get_world_size())
     return t
 
@@ -200,6 +224,12 @@ def data_parallel(model: nn.Module) -> nn.Module:
     wrapper = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     _WRAPPED[model] = (params, wrapper)
     return wrapper
+
+
+def forget_wrappers() -> None:
+    """Drop the DDP wrappers `data_parallel` keeps (end of a run). Each wrapper holds its model, so
+    a weak key alone never lets either go: every model a sweep trained would stay in memory."""
+    _WRAPPED.clear()
 
 
 @contextlib.contextmanager

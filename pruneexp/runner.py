@@ -31,6 +31,7 @@ from pruneexp.results.hashing import drop_keys
 from pruneexp.results.store import write_csv
 from pruneexp.results.table import print_latency, print_levels
 from pruneexp.schedules import SCHEDULES, DenseCache, FileStore, Level, RunContext
+from pruneexp.train import accel
 from pruneexp.validate import UnsupportedPair, typed_config, validate
 
 
@@ -251,10 +252,14 @@ def run(cfg: DictConfig, console: Console | None = None) -> RunOutcome:
     check_installed(cfg)  # a selected tracker that is not installed fails before any work
     directory = run_directory(cfg)
     device = distributed.init(cfg.hardware.device, cfg.hardware.get("dist_timeout_s", distributed.DEFAULT_TIMEOUT_S))
-    if not distributed.leader():
-        return _follow(cfg, directory, device)
-    with directory_lock(directory, f"the same run ({cfg.experiment})", console):
-        return _run_locked(cfg, directory, console, device)
+    try:
+        if not distributed.leader():
+            return _follow(cfg, directory, device)
+        with directory_lock(directory, f"the same run ({cfg.experiment})", console):
+            return _run_locked(cfg, directory, console, device)
+    finally:  # the wrappers the loop kept for this run's models (reused across its levels), and so the models
+        accel.forget_compiled()
+        distributed.forget_wrappers()
 
 
 def _follow(cfg: DictConfig, directory: Path, device: torch.device) -> RunOutcome:

@@ -189,3 +189,55 @@ def test_a_streamed_run_in_two_processes_writes_the_files_of_one(tmp_path):
     assert (dirs[0] / "levels.csv").read_bytes() == (dirs[1] / "levels.csv").read_bytes()
     a, b = (torch.load(d / "levels" / "level_001.pt", weights_only=True)["masks"]["masks"] for d in dirs)
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+
+
+
+def _threads() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
+
+
+def _close_rank(rank: int, port: int, out: str) -> None:
+    """One of 2 gloo ranks: a DDP step and pruneexp's collectives (an evaluation handed on, a
+    broadcast, a mean), then close(); writes how many threads the run group started and how many
+    of them are left."""
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    made: set[str] = set()
+    new_group = dist.new_group
+
+    def watched(*args, **kwargs):
+        before = _threads()
+        group = new_group(*args, **kwargs)
+        made.update(_threads() - before)
+        return group
+
+    dist.new_group = watched
+    distributed.init("cpu")
+    model = torch.nn.Linear(4, 2)
+    distributed.data_parallel(model)(torch.ones(3, 4)).sum().backward()
+    assert distributed.on_leader(lambda: {"acc": rank / 2}) == {"acc": 0.0}
+    distributed.broadcast_([model.weight])
+    distributed.mean_(torch.ones(2))
+    distributed.close()
+    Path(out, f"rank{rank}").write_text(f"{len(made)} {len(made & _threads())}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_close_joins_the_threads_of_the_group_that_carried_the_runs_last_collectives(tmp_path):
+    """pruneexp's own collectives run in a group of their own, destroyed at close() with its gloo
+    threads joined though DDP was used (torch keeps DDP's group alive for good): no worker thread
+    of the group that carried the run's last collectives is left to take the GIL while Python
+    shuts down (std::terminate, a SIGABRT torchrun reported as a dead rank after a complete run)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_close_rank, args=(port, str(tmp_path)), nprocs=2)
+    for rank in (0, 1):
+        made, left = map(int, (tmp_path / f"rank{rank}").read_text().split())
+        assert made >= 1 and left == 0, (rank, made, left)

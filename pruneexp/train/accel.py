@@ -103,6 +103,13 @@ def compiled(model: nn.Module) -> nn.Module:
     return wrapper
 
 
+def forget_compiled() -> None:
+    """Drop the compiled wrappers `compiled` keeps (end of a run; Dynamo's own cache of graphs
+    stays, so the next run of the same model class reuses them). A wrapper holds its model, so a
+    weak key alone would never let either go: every model a sweep compiled would stay in memory."""
+    _COMPILED.clear()
+
+
 @functools.cache
 def check_compile(device_type: str) -> None:
     """A PruneexpError, before training, when torch.compile's default backend (Inductor) cannot
@@ -129,5 +136,5 @@ def check_compile(device_type: str) -> None:
         raise PruneexpError(f"train.compile=true is supported on cpu and cuda devices, not '{device_type}'.")
 
 
-__all__ = ["PRECISIONS", "autocast", "channels_last", "check_compile", "check_precision", "compiled", "grad_scaler",
+__all__ = ["PRECISIONS", "autocast", "channels_last", "check_compile", "check_precision", "compiled", "forget_compiled", "grad_scaler",
            "match_layout", "skip_in_python"]
