@@ -22,6 +22,7 @@ broadcast_object_list, the elastic launcher); this module only chooses when to c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import uuid
@@ -52,12 +53,16 @@ class Ranks:
     def from_env(cls) -> "Ranks":
         """torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else the SLURM step's SLURM_PROCID /
         SLURM_STEP_NUM_TASKS / SLURM_LOCALID (set by srun for each task, so a batch script that
-        merely holds an allocation of several tasks is one process), else a single process."""
+        merely holds an allocation of several tasks is one process), else the task of submitit's
+        local executor (SUBMITIT_LOCAL_GLOBALID / _NTASKS / _LOCALID), else a single process."""
         env = os.environ
         if "RANK" in env and "WORLD_SIZE" in env:
             return cls(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
         if int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in env:
             return cls(int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]), int(env.get("SLURM_LOCALID", 0)))
+        if int(env.get("SUBMITIT_LOCAL_NTASKS", "1")) > 1 and "SUBMITIT_LOCAL_GLOBALID" in env:
+            # submitit's local executor (hydra/launcher=submitit_local with tasks_per_node=N): SLURM's tasks on one machine
+            return cls(int(env["SUBMITIT_LOCAL_GLOBALID"]), int(env["SUBMITIT_LOCAL_NTASKS"]), int(env.get("SUBMITIT_LOCAL_LOCALID", 0)))
         return cls()
 
 
@@ -90,12 +95,15 @@ def init(device: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> torch.device:
         raise PruneexpError(f"hardware.device={device}: with several processes each one takes the GPU of its local rank; "
                             "use hardware.device=cuda.")
     if not dist.is_initialized():
-        if "MASTER_ADDR" not in os.environ:  # SLURM tasks: submitit derives it from the job's node list
-            _export_slurm_master()
+        if "MASTER_ADDR" not in os.environ:  # SLURM (or submitit's local) tasks: submitit derives it from the job's node list
+            _export_submitit_master()
         os.environ.setdefault("RANK", str(me.rank))
         os.environ.setdefault("WORLD_SIZE", str(me.world))
         os.environ.setdefault("LOCAL_RANK", str(me.local))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+        # `pruneexp run` closes after its jobs; a job run in a task of Hydra's submitit launcher, or
+        # the runner called from a script, is closed here before the interpreter shuts down
+        atexit.register(close)
     here = torch.device(device)
     if cuda:
         here = torch.device("cuda", me.local % torch.cuda.device_count())  # one GPU per task (--gpus-per-task): cuda:0
@@ -105,8 +113,9 @@ def init(device: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> torch.device:
     return here
 
 
-def _export_slurm_master() -> None:
-    """MASTER_ADDR / MASTER_PORT of a SLURM step from its node list (submitit's helper)."""
+def _export_submitit_master() -> None:
+    """MASTER_ADDR / MASTER_PORT of a SLURM step from its node list, or of submitit's local tasks
+    (localhost), by submitit's helper (a port drawn from the job id, the same in every task)."""
     try:
         from submitit.helpers import TorchDistributedEnvironment
     except ImportError:

@@ -113,10 +113,17 @@ def test_each_rank_takes_its_share_of_every_global_batch():
         assert torch.equal(batch_indices(order, i, 8), order[i * 8 : (i + 1) * 8])
 
 
-def test_the_process_count_comes_from_torchrun_or_slurm(monkeypatch):
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID"):
+def test_the_process_count_comes_from_torchrun_or_slurm_or_submitits_local_tasks(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID",
+                "SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_NTASKS", "SUBMITIT_LOCAL_LOCALID"):
         monkeypatch.delenv(key, raising=False)
     assert distributed.Ranks.from_env() == distributed.Ranks(0, 1, 0)
+    monkeypatch.setenv("SUBMITIT_LOCAL_GLOBALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_LOCALID", "1")
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
+    assert distributed.Ranks.from_env() == distributed.Ranks(0, 1, 0)  # one local task: one process
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "2")
+    assert distributed.Ranks.from_env() == distributed.Ranks(1, 2, 1)  # submitit's local executor, tasks_per_node=2
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
     monkeypatch.setenv("SLURM_LOCALID", "1")
@@ -241,3 +248,28 @@ def test_close_joins_the_threads_of_the_group_that_carried_the_runs_last_collect
     for rank in (0, 1):
         made, left = map(int, (tmp_path / f"rank{rank}").read_text().split())
         assert made >= 1 and left == 0, (rank, made, left)
+
+
+def test_submitit_tasks_per_node_make_one_run_of_the_files_of_one_process(runs):
+    """hydra/launcher=submitit_local with tasks_per_node=2: submitit's stand-in for SLURM's tasks on
+    one machine (each task the same Hydra job, its rank from submitit's job environment, MASTER_ADDR
+    and MASTER_PORT from submitit's helper, as on a cluster) makes one run over 2 processes, with
+    the masks and files of the 1-process run."""
+    tmp, one, _ = runs
+    results = tmp / "submitit"
+    env = {**os.environ, "PRUNEEXP_CACHE": str(tmp / "cache")}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
+        env.pop(key, None)
+    done = subprocess.run([sys.executable, "-m", "pruneexp", "run", "-m", "hydra/launcher=submitit_local",
+                           "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp / 'sweep'}",
+                           f"results_dir={results}", *RUN], cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    directory = run_directory(typed_config(compose_run(results)))
+    assert directory.name == one.name
+    summary = pd.read_json(directory / "summary.json", typ="series")
+    assert summary["status"] == "complete" and summary["processes"] == 2
+    assert files(results) == files(tmp / "one")
+    for level in (1, 2):
+        a, b = (torch.load(d / "levels" / f"level_{level:03d}.pt", weights_only=True) for d in (one, directory))
+        for name, mask in a["masks"]["masks"].items():
+            assert torch.equal(mask, b["masks"]["masks"][name]), name
