@@ -18,7 +18,12 @@ Sections (run one or several: `python scripts/bench_scale.py a b d c`):
   `train.compile=true`, interleaved. The timed figure is level 1's training; the graph is compiled
   while level 0 (dense) trains in the first repeat, and reused by level 1 and by later repeats
   (a new model of the same class reuses Dynamo's graph), so compilation is not in the figures. `--baseline DIR` also times another checkout's eager runner (the protocol before
-  issue 9: the goal is compiled <= 0.6x of it).
+  issue 9: the goal is compiled <= 0.6x of it). Then how far compiling can go on this step at all:
+  the hand-written training step of bench_level (the same shapes, data and masks; no evaluation)
+  eager, with the forward compiled, with the optimizer step compiled too (PyTorch's compiled-
+  optimizer recipe: foreach Adam inside `torch.compile`), with forward, loss and backward compiled
+  as one function plus the compiled optimizer, and the forward under `mode="max-autotune-no-
+  cudagraphs"` (Inductor's CPU GEMM templates); each after a warm-up that compiles it, interleaved.
 - (d) `precision`: the training step of ResNet-20 on CIFAR-shaped random data (batch 128) through
   pruneexp's `train()`, in fp32 and bf16 (`train.precision`), each also with
   `hardware.channels_last`, interleaved repeats; ms per step (no evaluation: empty validation split)
@@ -253,6 +258,89 @@ def compile_section(opts: argparse.Namespace) -> None:
         print(f"  compiled / baseline = {c / b:.2f}   eager / baseline = {e / b:.2f}   (goal: compiled <= 0.6)")
         FIGURES.append(Figure("one lth_lenet level: compiled / the old-protocol baseline", c / b, "<= 0.6", "issue 25",
                               f"{c:.3f} vs {b:.3f} ms/it ({opts.baseline})"))
+    times = compile_ceiling(opts.iters, opts.repeats)
+    plain = statistics.median(times["eager"])
+    print(f"  how far compiling goes: the hand-written step (no evaluation), {opts.iters} steps, median of {opts.repeats}; {load()}")
+    for how, runs in times.items():
+        m = statistics.median(runs)
+        print(f"    {how:18s} {m:6.3f} ms/step  / eager {m / plain:.2f}   (runs: {', '.join(f'{v:.3f}' for v in runs)})")
+        if how != "eager":
+            FIGURES.append(Figure(f"hand-written lth_lenet step: {how} compiled / eager", m / plain, None,
+                                  "how far torch.compile goes at this size (no goal)", f"{m:.3f} vs {plain:.3f} ms/step"))
+
+
+def _compile_ceiling_step(how: str):
+    """One training step of bench_level's hand-written loop (LeNet-300-100, Adam 1.2e-3, batch 60,
+    20 % of each weight masked, the masks re-applied after each step), built `how`: eager (fused
+    Adam, pruneexp's default), `forward` (torch.compile of the model), `forward+optimizer` (and
+    the optimizer step compiled: foreach Adam, the form torch.compile fuses), `step+optimizer`
+    (forward, loss and backward one compiled function, and the compiled optimizer), `max-autotune`
+    (the forward compiled in that mode). Returns step(x, y)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 100),
+                                torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    weights = [m.weight for m in model if isinstance(m, torch.nn.Linear)]
+    masks = [(torch.rand_like(w) > 0.2).float() for w in weights]
+    with torch.no_grad():
+        torch._foreach_mul_(weights, masks)
+    compiled_opt = how in ("forward+optimizer", "step+optimizer")
+    opt = torch.optim.Adam(model.parameters(), lr=1.2e-3, **({"foreach": True} if compiled_opt else {"fused": True}))
+    forward = model
+    if how in ("forward", "forward+optimizer"):
+        forward = torch.compile(model)
+    elif how == "max-autotune":
+        forward = torch.compile(model, mode="max-autotune-no-cudagraphs")
+
+    def update() -> None:
+        opt.step()
+        torch._foreach_mul_(weights, masks)
+
+    def loss_backward(x, y):
+        loss = F.cross_entropy(forward(x), y)
+        loss.backward()
+        return loss
+
+    update_ = torch.compile(update) if compiled_opt else update
+    loss_backward_ = torch.compile(loss_backward) if how == "step+optimizer" else loss_backward
+
+    def step(x, y) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_backward_(x, y)
+        with torch.no_grad():
+            update_()
+    return step
+
+
+CEILING_WAYS = ("eager", "forward", "forward+optimizer", "step+optimizer", "max-autotune")
+
+
+def compile_ceiling(iters: int, repeats: int) -> dict[str, list[float]]:
+    """ms per step of each of CEILING_WAYS on MNIST batches in bench_level's order, interleaved."""
+    import bench_level
+
+    from pruneexp.data import load_data
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = bench_level.compose_cfg(tmp, iters)
+    data = load_data(cfg.dataset, torch.device("cpu"))
+    order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
+    batches = [(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
+               for idx in order[: (len(order) // 60) * 60].view(-1, 60)]
+    steps = {how: _compile_ceiling_step(how) for how in CEILING_WAYS}
+    for step in steps.values():  # warm-up: compiles each compiled one
+        for x, y in batches[:30]:
+            step(x, y)
+    times: dict[str, list[float]] = {how: [] for how in CEILING_WAYS}
+    for _ in range(repeats):
+        for how, step in steps.items():
+            t0 = time.perf_counter()
+            for i in range(iters):
+                step(*batches[i % len(batches)])
+            times[how].append(1000.0 * (time.perf_counter() - t0) / iters)
+    return times
 
 
 SECTIONS = {"a": stream_section, "b": ddp_section, "c": compile_section, "d": precision_section}
