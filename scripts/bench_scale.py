@@ -26,8 +26,9 @@ Sections (run one or several: `python scripts/bench_scale.py a b d c`):
   cudagraphs"` (Inductor's CPU GEMM templates); each after a warm-up that compiles it, interleaved.
 - (d) `precision`: the training step of ResNet-20 on CIFAR-shaped random data (batch 128) through
   pruneexp's `train()`, in fp32 and bf16 (`train.precision`), each also with
-  `hardware.channels_last`, interleaved repeats; ms per step (no evaluation: empty validation split)
-  and the ratio to fp32.
+  `hardware.channels_last`, and fp32 and bf16 + channels-last with `train.compile=true` (compiled in
+  the warm-up), interleaved repeats; ms per step (no evaluation: empty validation split) and the
+  ratio to fp32.
 
     PRUNEEXP_CACHE=/tmp/cache python scripts/bench_scale.py a [--repeats 3]
     python scripts/bench_scale.py b [--steps 10] [--repeats 3]
@@ -123,8 +124,9 @@ def stream_section(opts: argparse.Namespace) -> None:
 
 
 # ---- (d) precision --------------------------------------------------------------------------------
-def resnet20_step_ms(precision: str, channels_last: bool, steps: int, seed: int = 0) -> float:
-    """ms per training step of ResNet-20 (CIFAR-10 shapes, batch 128, SGD) through pruneexp's train()."""
+def resnet20_step_ms(precision: str, channels_last: bool, steps: int, seed: int = 0, compile: bool = False) -> float:
+    """ms per training step of ResNet-20 (CIFAR-10 shapes, batch 128, SGD) through pruneexp's train()
+    (`compile`: train.compile=true)."""
     from pruneexp.config import TrainConfig
     from pruneexp.data import DataSplits
     from pruneexp.models import MODELS
@@ -139,7 +141,7 @@ def resnet20_step_ms(precision: str, channels_last: bool, steps: int, seed: int 
     torch.manual_seed(seed)
     model = MODELS.get("resnet20")((3, 32, 32), 10)
     cfg = OmegaConf.structured(TrainConfig(batch_size=bs, duration=f"{steps}it", eval_every=f"{steps}it", lr_schedule="constant",
-                                           precision=precision))
+                                           precision=precision, compile=compile))
     masks = MaskSet.dense(prunable_weights(model))
     t0 = time.perf_counter()
     train(model, data, masks, cfg, seed=seed, quiet=True, channels_last=channels_last)
@@ -147,26 +149,29 @@ def resnet20_step_ms(precision: str, channels_last: bool, steps: int, seed: int 
 
 
 def precision_section(opts: argparse.Namespace) -> None:
-    variants = [("fp32", False), ("bf16", False), ("fp32", True), ("bf16", True)]
-    for p, cl in variants:  # warm-up: oneDNN's kernels and primitive caches of each variant
-        resnet20_step_ms(p, cl, 2)
-    times: dict[tuple[str, bool], list[float]] = {v: [] for v in variants}
+    # (precision, channels_last, compile): the step in fp32 and bf16, each with channels-last, and compiled
+    variants = [("fp32", False, False), ("bf16", False, False), ("fp32", True, False), ("bf16", True, False),
+                ("fp32", False, True), ("bf16", True, True)]
+    for p, cl, c in variants:  # warm-up: oneDNN's kernels and primitive caches of each variant; Inductor's compilation
+        resnet20_step_ms(p, cl, 2, compile=c)
+    times: dict[tuple[str, bool, bool], list[float]] = {v: [] for v in variants}
     before = load()
     for _ in range(opts.repeats):
-        for v in variants:
-            times[v].append(resnet20_step_ms(*v, opts.steps))
+        for p, cl, c in variants:
+            times[(p, cl, c)].append(resnet20_step_ms(p, cl, opts.steps, compile=c))
     after = load()
     flags = "avx512_bf16" if "avx512_bf16" in Path("/proc/cpuinfo").read_text() else "no avx512_bf16"
     print(f"(d) ResNet-20 training step, CIFAR-shaped random data, batch 128, SGD, {torch.get_num_threads()} threads, "
           f"{opts.steps} steps x {opts.repeats} interleaved repeats, median; CPU {flags}; {before} -> {after}")
-    base = statistics.median(times[("fp32", False)])
-    for (p, cl), ts in times.items():
+    base = statistics.median(times[("fp32", False, False)])
+    for (p, cl, c), ts in times.items():
         m = statistics.median(ts)
-        pairs = [t / f for t, f in zip(ts, times[("fp32", False)])]  # the same repeat: the same load
-        print(f"  {p}{' channels_last' if cl else '':14s} {m:8.1f} ms/step  x{m / base:.2f} of fp32 (medians); "
+        pairs = [t / f for t, f in zip(ts, times[("fp32", False, False)])]  # the same repeat: the same load
+        name = p + (" + channels_last" if cl else "") + (" + compile" if c else "")
+        print(f"  {name:30s} {m:8.1f} ms/step  x{m / base:.2f} of fp32 (medians); "
               f"median of per-repeat ratios x{statistics.median(pairs):.2f}   (runs: {', '.join(f'{t:.1f}' for t in ts)})")
-        if (p, cl) != ("fp32", False):
-            FIGURES.append(Figure(f"ResNet-20 step, {p}{' + channels_last' if cl else ''} / fp32", statistics.median(pairs), None,
+        if (p, cl, c) != ("fp32", False, False):
+            FIGURES.append(Figure(f"ResNet-20 step, {name} / fp32", statistics.median(pairs), None,
                                   "issue 25 asks for the measurement, states no goal", f"{m:.1f} vs {base:.1f} ms/step ({flags})"))
 
 
