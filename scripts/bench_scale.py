@@ -283,13 +283,9 @@ def _compile_ceiling_step(how: str):
     (the forward compiled in that mode). Returns step(x, y)."""
     import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 300), torch.nn.ReLU(), torch.nn.Linear(300, 100),
-                                torch.nn.ReLU(), torch.nn.Linear(100, 10))
-    weights = [m.weight for m in model if isinstance(m, torch.nn.Linear)]
-    masks = [(torch.rand_like(w) > 0.2).float() for w in weights]
-    with torch.no_grad():
-        torch._foreach_mul_(weights, masks)
+    import bench_level
+
+    model, weights, masks = bench_level.masked_lenet()
     compiled_opt = how in ("forward+optimizer", "step+optimizer")
     opt = torch.optim.Adam(model.parameters(), lr=1.2e-3, **({"foreach": True} if compiled_opt else {"fused": True}))
     forward = model
