@@ -75,6 +75,12 @@ def run_command(args: list[str]) -> None:
             fail(str(err))
         except OSError as err:  # a full disk, a folder that vanished: the file and the reason, no traceback
             fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+        except RuntimeError as err:  # a collective whose peer died: one line (the launcher names that rank), no traceback
+            from pruneexp.distributed import lost_peer
+
+            if (said := lost_peer(err)) is None:
+                raise
+            fail(said)
         if not outcome.levels:
             return None  # skipped (skip_unsupported=true)
         return float(outcome.levels[-1]["val_acc"])

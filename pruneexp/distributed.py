@@ -294,6 +294,22 @@ def launch(nprocs: int, args: list[str], entrypoint: str | None = None) -> None:
             del os.environ["OMP_NUM_THREADS"]
 
 
+# how gloo's transport says a peer process is gone (its socket closed or reset under a collective)
+_PEER_LOST = ("Connection closed by peer", "Connection reset by peer")
+
+
+def lost_peer(err: BaseException) -> str | None:
+    """For an error raised in a collective because another rank died: one line saying so, with
+    gloo's (or torch's network) message; else None (a real error, left to its traceback). The rank
+    that died first is named by the launcher (`launch`), so this rank's traceback says nothing more."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, dist.DistNetworkError) or (isinstance(err, RuntimeError) and any(p in text for p in _PEER_LOST)):
+        me = ranks()
+        return (f"rank {me.rank} of {me.world} lost its connection to another rank of the run, which has stopped ({text}). "
+                "The launcher's message names the rank that failed first.")
+    return None
+
+
 def record_error(message: str) -> None:
     """Leave `message` where torchrun's agent reads a failed rank's error (TORCHELASTIC_ERROR_FILE,
     torch's own error handler), so the launcher's error names it; nothing outside torchrun."""

@@ -273,3 +273,14 @@ def test_submitit_tasks_per_node_make_one_run_of_the_files_of_one_process(runs):
         a, b = (torch.load(d / "levels" / f"level_{level:03d}.pt", weights_only=True) for d in (one, directory))
         for name, mask in a["masks"]["masks"].items():
             assert torch.equal(mask, b["masks"]["masks"][name]), name
+
+
+def test_a_collective_that_lost_its_peer_is_one_line_and_any_other_error_keeps_its_traceback():
+    gloo = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                        "[127.0.0.1]:7094. This is typically caused by a remote worker crashing.\nmore")
+    said = distributed.lost_peer(gloo)
+    assert said is not None and said.startswith("rank 0 of 1 lost its connection to another rank")
+    assert "Connection closed by peer [127.0.0.1]:7094" in said and "more" not in said and "names the rank" in said
+    assert distributed.lost_peer(torch.distributed.DistNetworkError("Connection reset by peer")) is not None
+    assert distributed.lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert distributed.lost_peer(ValueError("Connection closed by peer")) is None  # not from a collective
