@@ -15,6 +15,10 @@ How a run spans processes (issue 25):
 - Masks are selected once, on rank 0, over the full scoring batches (the data is resident in every
   rank), and broadcast with the weights the criterion changed (`pruning/step.py`); evaluation runs on
   rank 0 and its numbers are broadcast (`on_leader`). The records are those of a 1-process run.
+- Two process groups: DDP (and SyncBatchNorm) train in the default one, which torch keeps alive for
+  good once DDP has used it; pruneexp's own collectives (`on_leader`, `broadcast_`, `mean_`) run in
+  a group of their own that `close` destroys, its threads joined before Python shuts down
+  (`_make_run_group`).
 
 Everything is torch.distributed's own (init_process_group, DistributedDataParallel,
 broadcast_object_list, the elastic launcher); this module only chooses when to call them.

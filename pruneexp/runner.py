@@ -307,18 +307,19 @@ TRUSTED = ("levels/", "rewind.pt", "config.yaml")  # verified on every resume (t
 def _run_locked(cfg: DictConfig, directory: Path, console: Console, device: torch.device) -> RunOutcome:
     store = RunStore(directory)
     title = f"{cfg.experiment}/{directory.name}: {cfg.schedule.name} {cfg.criterion.name} on {cfg.model.name}/{cfg.dataset.name}"
+    summary = store.read_summary()
+    recorded: dict[str, str] = dict((summary or {}).get("files") or {})  # the checksums of the files written so far
     # over several processes the others wait for this answer: complete already (the outcome), or to be computed
-    done = distributed.on_leader(lambda: _complete(cfg, directory, store, title, console))
+    done = distributed.on_leader(lambda: _complete(cfg, directory, store, summary, recorded, title, console))
     if done is not None:
         return done
-    return _compute(cfg, directory, store, title, console, device)
+    return _compute(cfg, directory, store, recorded, title, console, device)
 
 
-def _complete(cfg: DictConfig, directory: Path, store: RunStore, title: str, console: Console) -> RunOutcome | None:
-    """The outcome of a run found complete on disk (its files verified), or None when it is to be
-    computed (the files it trusts on a resume verified)."""
-    summary = store.read_summary()
-    recorded: dict[str, str] = dict((summary or {}).get("files") or {})
+def _complete(cfg: DictConfig, directory: Path, store: RunStore, summary: dict[str, Any] | None, recorded: dict[str, str],
+              title: str, console: Console) -> RunOutcome | None:
+    """The outcome of a run found complete on disk (its files verified against `recorded`), or None
+    when it is to be computed (the files it trusts on a resume verified)."""
     complete = summary is not None and summary.get("status") == "complete"
     if complete:
         # a run of an older pruneexp records no checksums: then at least its tables must be there
@@ -339,8 +340,8 @@ def _complete(cfg: DictConfig, directory: Path, store: RunStore, title: str, con
     return None
 
 
-def _compute(cfg: DictConfig, directory: Path, store: RunStore, title: str, console: Console, device: torch.device) -> RunOutcome:
-    recorded: dict[str, str] = dict((store.read_summary() or {}).get("files") or {})
+def _compute(cfg: DictConfig, directory: Path, store: RunStore, recorded: dict[str, str], title: str, console: Console,
+             device: torch.device) -> RunOutcome:
     if cfg.hardware.threads:
         torch.set_num_threads(cfg.hardware.threads)
     started = time.perf_counter()

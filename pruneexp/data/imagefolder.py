@@ -230,7 +230,7 @@ def _tiny_imagenet_val(val: Path, class_to_idx: dict[str, int]) -> list[tuple[st
     return samples
 
 
-def _missing(path: str, what: str) -> PruneexpError:
+def _missing(what: str) -> PruneexpError:
     return PruneexpError(f"dataset=imagefolder: {what}. {LAYOUT}")
 
 
@@ -238,17 +238,17 @@ def list_images(path: str) -> tuple[list[tuple[str, int]], list[tuple[str, int]]
     """(train samples, test samples, class names) of the folder `path` (see the module docstring);
     a PruneexpError naming the expected layout when it is not there."""
     if not path:
-        raise _missing(path, "dataset.path is not set")
+        raise _missing("dataset.path is not set")
     root = Path(path).expanduser()
     train = root / "train"
     if not train.is_dir():
-        raise _missing(path, f"no training folder {train}" + ("" if root.is_dir() else f" ({root} does not exist)"))
+        raise _missing(f"no training folder {train}" + ("" if root.is_dir() else f" ({root} does not exist)"))
     try:
         train_samples, class_to_idx = _listing(train)
     except (FileNotFoundError, OSError) as err:
-        raise _missing(path, f"{train} holds no class folders ({err})") from None
+        raise _missing(f"{train} holds no class folders ({err})") from None
     if not train_samples:
-        raise _missing(path, f"{train} has class folders but no images in them")
+        raise _missing(f"{train} has class folders but no images in them")
     val, test_samples = root / "val", []
     if (val / "val_annotations.txt").is_file():
         test_samples = _tiny_imagenet_val(val, class_to_idx)
@@ -257,10 +257,10 @@ def list_images(path: str) -> tuple[list[tuple[str, int]], list[tuple[str, int]]
 
         unknown = sorted(set(find_classes(str(val))[0]) - set(class_to_idx))
         if unknown:
-            raise _missing(path, f"{val} has class folders that {train} lacks ({', '.join(unknown[:5])}); both must name the same classes")
+            raise _missing(f"{val} has class folders that {train} lacks ({', '.join(unknown[:5])}); both must name the same classes")
         test_samples, _ = _listing(val, class_to_idx)
         if not test_samples:
-            raise _missing(path, f"{val} holds no images")
+            raise _missing(f"{val} holds no images")
     return train_samples, test_samples, sorted(class_to_idx, key=class_to_idx.get)
 
 

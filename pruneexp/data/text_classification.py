@@ -208,13 +208,12 @@ def load_text_classification(cfg: Any) -> RawData:
         read[named[split]] = (file, got)
     labels, classes, names = class_indices({s: got[1] for s, (_, got) in read.items()})
     tokenizer = load_tokenizer(str(cfg.tokenizer), str(cfg.tokenizer_gguf), "dataset.tokenizer")
-    check_pad(tokenizer, cfg)
+    pad = check_pad(tokenizer, cfg)
     ids = {s: encode(got[0], tokenizer, max_length, str(cfg.cache_dir)) for s, (_, got) in read.items()}
-    pad = tokenizer.pad_token_id
-    truncated = sum(int((x[:, -1] != pad).sum()) for x in ids.values())  # a full row: the text filled or overflowed it
+    full_rows = sum(int((x[:, -1] != pad).sum()) for x in ids.values())  # a full row: the text filled or overflowed it
     digest = hashlib.sha256(json.dumps({s: got for s, (_, got) in sorted(read.items())}).encode()).hexdigest()
     meta = dict(max_length=max_length, text_sha256=digest[:16], tokenizer_sha256=tokenizer_identity(tokenizer)[:16],
-                full_rows=truncated)
+                full_rows=full_rows)
     held = [s for s in ("validation", "test") if s not in read]
     source = ", ".join(f"{file.name} as {s} ({len(got[0])})" for s, (file, got) in read.items())
     source += f"; {' and '.join(held)} held out of train by dataset.split_seed" if held else ""

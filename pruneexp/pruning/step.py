@@ -47,14 +47,16 @@ def prune_step(model: nn.Module, params: Mapping[str, nn.Parameter], masks: Mask
     each batch's sum, SNIP takes |mean gradient x w|, activation criteria rank per-sample
     statistics, SparseGPT solves sequentially), so shard-wise scores would not give the 1-process
     masks, and the scoring set (criterion.batches x batch_size) is small next to training."""
-    if not distributed.active():
+    def step() -> MaskSet:
         return _prune_step(model, params, masks, sparsity, criterion=criterion, prune=prune, batches=batches, loss_fn=loss_fn,
                            seed=seed, frozen=frozen, layer_sparsity=layer_sparsity, forward=forward)
-    taken: list[MaskSet] = []
+
+    if not distributed.active():
+        return step()
+    taken: list[MaskSet] = []  # rank 0's own masks (the others get their state_dict)
 
     def lead() -> dict:
-        taken.append(_prune_step(model, params, masks, sparsity, criterion=criterion, prune=prune, batches=batches,
-                                 loss_fn=loss_fn, seed=seed, frozen=frozen, layer_sparsity=layer_sparsity, forward=forward))
+        taken.append(step())
         return taken[0].state_dict()
 
     state = distributed.on_leader(lead)
